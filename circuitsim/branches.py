@@ -1,0 +1,79 @@
+"""Branch currents and their partial derivatives, for a batch of systems at once.
+
+A system is one (tile, input vector) pair; ``tile_idx`` says which tile of the plan's circuit each
+system belongs to (an index into the circuit's batch), so per-tile values (resistances, conductances, device parameters) are gathered
+by it. The loop below runs over the three branch kinds, never over branches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .mna import Plan
+
+__all__ = ["BranchValues", "branch_values", "select_cells"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchValues:
+    """Currents ``i`` (a to b) and partials ``p = di/dv_a``, ``q = di/dv_b``, each ``(S, E)``."""
+
+    i: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+
+
+def select_cells(model, tile_idx: np.ndarray, cells: np.ndarray):
+    """The model with its per-cell parameters ``(B, E)`` reduced to ``(S, len(cells))``."""
+    if model is None:
+        return None
+    names = getattr(model, "_cell_params", ())
+    changes = {}
+    for name in names:
+        arr = np.asarray(getattr(model, name))
+        if arr.ndim == 2:
+            changes[name] = arr[tile_idx][:, cells]
+    return dataclasses.replace(model, **changes) if changes else model
+
+
+def _linear(g, dv):
+    return g * dv, g, -g
+
+
+def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models=None,
+                  gmin: float = 0.0, skip_resistors: bool = False) -> BranchValues:
+    """Evaluate all kept branches of ``plan`` at reduced node voltages ``v_red`` ``(S, n_red)``.
+
+    ``models`` may give the per-group models already reduced with :func:`select_cells` (Newton
+    does that once, not every iteration). ``gmin`` adds a conductance in parallel with every
+    nonlinear branch (gmin stepping). ``skip_resistors`` leaves the resistor branches out (the
+    result then covers the others only).
+    """
+    va, vb = v_red[:, plan.a], v_red[:, plan.b]
+    parts, start = [], 0
+    for k, (group, cells) in enumerate(zip(plan.circuit.groups, plan.kept)):
+        sl = slice(start, start + len(cells))
+        start = sl.stop
+        if not len(cells) or (skip_resistors and group.kind == "resistor"):
+            continue
+        value = group.value[tile_idx][:, cells]
+        model = models[k] if models is not None else select_cells(group.model, tile_idx, cells)
+        if group.kind == "resistor":
+            parts.append(_linear(1.0 / value, va[:, sl] - vb[:, sl]))
+        elif group.kind == "device":
+            dv = va[:, sl] - vb[:, sl]
+            if model is None or getattr(model, "linear", False):
+                parts.append(_linear(value, dv))
+            else:
+                g = model.conductance(dv, value) + gmin
+                parts.append((model.current(dv, value) + gmin * dv, g, -g))
+        else:  # transistor: a is the drain, b the source, value the gate voltage
+            i, gd, gs = model.drain_current(va[:, sl], vb[:, sl], value)
+            if gmin:
+                dv = va[:, sl] - vb[:, sl]
+                i, gd, gs = i + gmin * dv, gd + gmin, gs - gmin
+            parts.append((i, gd, gs))
+    i, p, q = (np.concatenate(x, axis=1) for x in zip(*parts))
+    return BranchValues(i, p, q)

@@ -1,0 +1,310 @@
+"""Modified nodal analysis: analyse a circuit's topology once, evaluate branch values per system.
+
+Unknowns are node voltages. Ideal sources fix their nodes' voltages; zero resistances merge their
+two nodes into one (connected components of the zero-resistance graph). Neither is ever replaced by
+a huge conductance. A node class that holds a fixed node is known; the rest are unknown.
+
+Every branch is two-terminal: its current ``I(v_a, v_b)`` flows from ``a`` to ``b`` with partials
+``p = dI/dv_a`` and ``q = dI/dv_b``. Its stamp in the Jacobian of the node currents
+``F(v) = sum of branch currents leaving each node`` has four entries::
+
+    row a: (a, +p), (b, +q)        row b: (a, -p), (b, -q)
+
+(a resistor or memristor has ``q = -p``, so the matrix is symmetric). Stamping loops over these
+four entries, never over branches. The unknown block ``J_ff`` is kept in CSC form with a fixed
+pattern; ``jacobian`` fills its values for a whole batch of systems with one sparse product and
+returns them as one block-diagonal matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+
+from circuitsim.netlist import Circuit
+from circuitsim.netlist.circuit import unique_rows
+
+from .ordering import nested_dissection
+
+__all__ = ["Plan", "ShortCircuitError", "analyze", "plans"]
+
+
+class ShortCircuitError(ValueError):
+    """A zero-resistance path joins two fixed-voltage nodes (a loop of ideal sources)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Index arrays shared by every tile of one zero-resistance pattern.
+
+    Attributes
+    ----------
+    circuit : Circuit
+    tiles : ndarray of int
+        The tiles of ``circuit`` that this plan serves.
+    node_map : ndarray of int, shape (n_nodes,)
+        Reduced index of every node: unknowns ``0 .. n_free-1``, then the fixed nodes in order.
+    n_free : int
+    kept : tuple of ndarray of int
+        For each branch group, the branches that take part (resistors of zero value are merged).
+    a, b : ndarray of int, shape (E,)
+        Reduced terminals of the kept branches, groups concatenated.
+    ordered : bool
+        Whether the unknowns are numbered in a fill-reducing (nested dissection) order already,
+        so a factorisation should keep that order.
+    indptr, indices : ndarray of int
+        CSC pattern of ``J_ff`` (``n_free x n_free``).
+    scatter_p, scatter_q : csr_matrix, shape (nnz, E)
+        ``data = scatter_p @ p + scatter_q @ q`` for branch partials ``p``, ``q`` of shape (E, S).
+    fk_rows, fk_cols, fk_scatter_p, fk_scatter_q :
+        The same for the block ``J_fk`` coupling unknowns to fixed nodes (COO, ``fk_cols`` counted
+        from the first fixed node); it turns fixed voltages into right-hand sides.
+    incidence : csr_matrix, shape (n_free + n_fixed, E)
+        +1 at (a, e), -1 at (b, e): node currents ``F = incidence @ I``.
+    fixed_nets : csr_matrix, shape (n_fixed, n_free + n_fixed)
+        Row k sums the nodes joined to fixed node k through resistors; the current leaving fixed
+        node k equals the current of the non-resistor branches leaving those nodes (KCL on the
+        net), which stays accurate when wire resistances are tiny.
+    shared_fixed : ndarray of bool, shape (n_fixed,)
+        Fixed nodes whose resistor net reaches another fixed node: their currents are summed from
+        all branches at the node itself instead.
+    symmetric : bool
+        Whether every Jacobian of this plan is symmetric (no transistors).
+    """
+
+    circuit: Circuit
+    tiles: np.ndarray
+    node_map: np.ndarray
+    n_free: int
+    kept: tuple[np.ndarray, ...]
+    a: np.ndarray
+    b: np.ndarray
+    ordered: bool
+    indptr: np.ndarray
+    indices: np.ndarray
+    scatter_p: sp.csr_matrix
+    scatter_q: sp.csr_matrix
+    fk_rows: np.ndarray
+    fk_cols: np.ndarray
+    fk_scatter_p: sp.csr_matrix
+    fk_scatter_q: sp.csr_matrix
+    incidence: sp.csr_matrix
+    fixed_nets: sp.csr_matrix
+    shared_fixed: np.ndarray
+    symmetric: bool
+
+    @property
+    def n_fixed(self) -> int:
+        return self.circuit.n_fixed
+
+    @property
+    def nnz(self) -> int:
+        return len(self.indices)
+
+    def block_diagonal(self, data: np.ndarray) -> sp.csc_matrix:
+        """One CSC matrix holding ``S`` Jacobians of this pattern on its diagonal.
+
+        ``data`` has shape ``(S, nnz)``, one row of stored values per system.
+        """
+        S = data.shape[0]
+        nf, nnz = self.n_free, self.nnz
+        indices = (self.indices[None, :] + nf * np.arange(S)[:, None]).ravel()
+        indptr = np.concatenate(
+            [(self.indptr[:-1][None, :] + nnz * np.arange(S)[:, None]).ravel(), [S * nnz]]
+        )
+        return sp.csc_matrix((data.ravel(), indices, indptr), shape=(S * nf, S * nf))
+
+    def jacobian(self, p: np.ndarray, q: np.ndarray) -> sp.csc_matrix:
+        """Block-diagonal ``J_ff`` of ``S`` systems from branch partials ``p``, ``q`` ``(S, E)``."""
+        data = (self.scatter_p @ p.T + self.scatter_q @ q.T).T
+        return self.block_diagonal(np.ascontiguousarray(data))
+
+    def coupling(self, p: np.ndarray, q: np.ndarray) -> sp.csr_matrix:
+        """Block-diagonal ``J_fk`` of ``S`` systems, shape ``(S n_free, S n_fixed)``."""
+        S = p.shape[0]
+        data = (self.fk_scatter_p @ p.T + self.fk_scatter_q @ q.T).T
+        off = np.arange(S)[:, None]
+        rows = (self.fk_rows[None, :] + self.n_free * off).ravel()
+        cols = (self.fk_cols[None, :] + self.n_fixed * off).ravel()
+        shape = (S * self.n_free, S * self.n_fixed)
+        return sp.csr_matrix((data.ravel(), (rows, cols)), shape=shape)
+
+    def node_currents(self, i_branch: np.ndarray) -> np.ndarray:
+        """Current leaving every reduced node through its branches, ``(S, n_free + n_fixed)``."""
+        return np.asarray(self.incidence @ i_branch.T).T
+
+    @property
+    def n_res(self) -> int:
+        """Number of kept resistor branches (they come first among the branches)."""
+        return len(self.kept[0])
+
+    def fixed_currents(self, i_branch: np.ndarray) -> np.ndarray:
+        """Current leaving each fixed node into the circuit, ``(S, n_fixed)``.
+
+        Summed over the non-resistor branches of the node's resistor net (see ``fixed_nets``).
+        ``i_branch`` holds all branch currents ``(S, E)``, or only the non-resistor ones
+        ``(S, E - n_res)`` where no fixed node shares its net.
+        """
+        nr = self.n_res
+        if i_branch.shape[1] == len(self.a) - nr:
+            if self.shared_fixed.any():
+                raise ValueError("resistor currents are needed: a resistor net joins fixed nodes")
+            i_branch = np.concatenate([np.zeros((len(i_branch), nr)), i_branch], axis=1)
+        f_dev = self.incidence[:, nr:] @ i_branch[:, nr:].T
+        out = (self.fixed_nets @ f_dev).T
+        if self.shared_fixed.any():
+            f_res = (self.incidence[self.n_free:][self.shared_fixed][:, :nr] @ i_branch[:, :nr].T).T
+            out[:, self.shared_fixed] += f_res
+        return np.asarray(out)
+
+    def expand_voltages(self, v_red: np.ndarray) -> np.ndarray:
+        """Voltages of all circuit nodes ``(S, n_nodes)`` from reduced ones ``(S, n_red)``."""
+        return v_red[:, self.node_map]
+
+
+def _merge_zero_resistors(circuit: Circuit, zero: np.ndarray):
+    """Node classes joined by zero resistances; returns (node_map, n_free)."""
+    res = circuit.groups[0]
+    n, n_fixed = circuit.n_nodes, circuit.n_fixed
+    adj = sp.coo_matrix((np.ones(int(zero.sum())), (res.a[zero], res.b[zero])), shape=(n, n))
+    _, labels = csgraph.connected_components(adj, directed=False)
+    fixed = np.arange(n - n_fixed, n)
+    fixed_labels = labels[fixed]
+    uniq, first, counts = np.unique(fixed_labels, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        label = uniq[counts > 1][0]
+        both = fixed[fixed_labels == label][:2]
+        raise ShortCircuitError(
+            f"a zero-resistance path joins the fixed-voltage nodes {circuit.node_name(both[0])} "
+            f"and {circuit.node_name(both[1])}: give a nonzero driver, wire or sense resistance"
+        )
+    # Reduced index of each class: fixed classes take n_free + (fixed position); the others are
+    # numbered in order of their smallest node id, which keeps the tile's natural locality.
+    is_fixed_class = np.zeros(labels.max() + 1, dtype=bool)
+    is_fixed_class[fixed_labels] = True
+    class_first = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(class_first, labels, np.arange(n))
+    free_classes = np.flatnonzero(~is_fixed_class)
+    free_classes = free_classes[np.argsort(class_first[free_classes], kind="stable")]
+    class_index = np.empty(labels.max() + 1, dtype=np.int64)
+    class_index[free_classes] = np.arange(len(free_classes))
+    class_index[fixed_labels] = len(free_classes) + np.arange(n_fixed)
+    return class_index[labels], len(free_classes)
+
+
+def _reorder(circuit, node_map, n_free, a_parts, b_parts):
+    """Renumber the unknowns in nested-dissection order where the circuit has grid coordinates.
+
+    Updates ``a_parts``/``b_parts`` in place; returns the new node map and whether it is ordered.
+    """
+    if circuit.coords is None or n_free == 0:
+        return node_map, False
+    rep = np.full(n_free, -1)
+    free = node_map < n_free
+    rep[node_map[free][::-1]] = np.flatnonzero(free)[::-1]  # first node of each class
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    inner = (a < n_free) & (b < n_free)
+    perm = nested_dissection(circuit.coords[rep], a[inner], b[inner])
+    if perm is None:
+        return node_map, False
+    new = np.arange(n_free + circuit.n_fixed)
+    new[perm] = np.arange(n_free)
+    for parts in (a_parts, b_parts):
+        parts[:] = [new[x] for x in parts]
+    return new[node_map], True
+
+
+def _csc_pattern(rows, cols, n_free):
+    """CSC pattern of the entries (rows, cols) (duplicates summed) and each entry's position."""
+    key = cols.astype(np.int64) * n_free + rows
+    uniq, pos = np.unique(key, return_inverse=True)
+    indices = uniq % n_free
+    indptr = np.searchsorted(uniq // n_free, np.arange(n_free + 1), side="left")
+    return indptr, indices, pos
+
+
+def analyze(circuit: Circuit, tiles: np.ndarray, zero: np.ndarray) -> Plan:
+    """Build the plan for the ``tiles`` of ``circuit`` whose zero-resistance mask is ``zero``."""
+    node_map, n_free = _merge_zero_resistors(circuit, zero)
+    kept, a_parts, b_parts = [], [], []
+    for k, group in enumerate(circuit.groups):
+        ra, rb = node_map[group.a], node_map[group.b]
+        keep = ra != rb  # both ends in one class: no voltage across, no current
+        if k == 0:
+            keep &= ~zero
+        idx = np.flatnonzero(keep)
+        kept.append(idx)
+        a_parts.append(ra[idx])
+        b_parts.append(rb[idx])
+    node_map, ordered = _reorder(circuit, node_map, n_free, a_parts, b_parts)
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    E = len(a)
+    n_red = n_free + circuit.n_fixed
+    e = np.arange(E)
+
+    # The four stamp entries of every branch; keep those in the unknown block.
+    rows = np.concatenate([a, a, b, b])
+    cols = np.concatenate([a, b, a, b])
+    branch = np.concatenate([e, e, e, e])
+    sign = np.concatenate([np.ones(E), np.ones(E), -np.ones(E), -np.ones(E)])
+    is_p = np.concatenate([np.ones(E, bool), np.zeros(E, bool), np.ones(E, bool), np.zeros(E, bool)])
+    inside = (rows < n_free) & (cols < n_free)
+    indptr, indices, pos = _csc_pattern(rows[inside], cols[inside], n_free)
+    scatter_p, scatter_q = _scatter(pos, branch[inside], sign[inside], is_p[inside], len(indices), E)
+    coupled = (rows < n_free) & (cols >= n_free)
+    fk_key = rows[coupled] * circuit.n_fixed + (cols[coupled] - n_free)
+    fk_uniq, fk_pos = np.unique(fk_key, return_inverse=True)
+    fk_scatter = _scatter(fk_pos, branch[coupled], sign[coupled], is_p[coupled], len(fk_uniq), E)
+    incidence = sp.csr_matrix(
+        (np.concatenate([np.ones(E), -np.ones(E)]), (np.concatenate([a, b]), np.concatenate([e, e]))),
+        shape=(n_red, E),
+    )
+    fixed_nets, shared = _fixed_nets(circuit, a_parts[0], b_parts[0], n_free, n_red)
+    symmetric = not any(g.kind == "transistor" and len(kp) for g, kp in zip(circuit.groups, kept))
+    return Plan(
+        circuit=circuit, tiles=tiles, node_map=node_map, n_free=n_free, kept=tuple(kept),
+        a=a, b=b, ordered=ordered, indptr=indptr, indices=indices,
+        scatter_p=scatter_p, scatter_q=scatter_q,
+        fk_rows=fk_uniq // circuit.n_fixed, fk_cols=fk_uniq % circuit.n_fixed,
+        fk_scatter_p=fk_scatter[0], fk_scatter_q=fk_scatter[1],
+        incidence=incidence, fixed_nets=fixed_nets, shared_fixed=shared, symmetric=symmetric,
+    )
+
+
+def _scatter(pos, branch, sign, is_p, nnz, E):
+    """Sparse maps from branch partials p and q to stored entries (duplicates summed)."""
+    return tuple(
+        sp.csr_matrix((sign[sel], (pos[sel], branch[sel])), shape=(nnz, E)) for sel in (is_p, ~is_p)
+    )
+
+
+def _fixed_nets(circuit, ra, rb, n_free, n_red):
+    """Rows: for each fixed node, indicator of the nodes joined to it by resistors (its net).
+
+    A net that reaches two fixed nodes has no such KCL shortcut; its fixed nodes get their own
+    node only, and their currents come from the branch currents directly.
+    """
+    n_fixed = circuit.n_fixed
+    adj = sp.coo_matrix((np.ones(len(ra)), (ra, rb)), shape=(n_red, n_red))
+    _, labels = csgraph.connected_components(adj, directed=False)
+    fixed = np.arange(n_free, n_red)
+    counts = np.bincount(labels[fixed], minlength=labels.max() + 1)
+    shared = counts[labels[fixed]] > 1
+    rows = np.arange(n_fixed)[~shared]
+    owner = np.full(labels.max() + 1, -1)
+    owner[labels[fixed[~shared]]] = rows
+    node_owner = owner[labels]
+    members = np.flatnonzero(node_owner >= 0)
+    r = np.concatenate([node_owner[members], np.arange(n_fixed)[shared]])
+    c = np.concatenate([members, fixed[shared]])
+    return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_fixed, n_red)), shared
+
+
+def plans(circuit: Circuit) -> list[Plan]:
+    """One plan per distinct zero-resistance pattern among the tiles of the batch."""
+    zero = circuit.groups[0].value == 0
+    first, inverse = unique_rows(zero)
+    return [analyze(circuit, np.flatnonzero(inverse == k), zero[t]) for k, t in enumerate(first)]

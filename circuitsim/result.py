@@ -1,0 +1,65 @@
+"""The solution of a batch of tiles and input vectors, and the error for one that failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ConvergenceError", "Solution"]
+
+
+class ConvergenceError(RuntimeError):
+    """A system did not reach its tolerance; nothing is returned for it.
+
+    Attributes
+    ----------
+    tile, input : int
+        Batch index of the tile and index of the input vector of the worst failing system.
+    node : str
+        Name of the node with the largest KCL residual (or Newton update) in that system.
+    residual : float
+        That node's KCL residual (A).
+    """
+
+    def __init__(self, message: str, *, tile: int, input: int, node: str, residual: float):
+        super().__init__(message)
+        self.tile, self.input, self.node, self.residual = tile, input, node, residual
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Node voltages and currents of solved tiles.
+
+    Leading axes are ``(B, K)`` (tiles, input vectors); ``B`` is absent when the tile was not
+    batched and ``K`` when the input was one vector ``(m,)``.
+
+    Attributes
+    ----------
+    i_out : ndarray, (B, K, n)
+        Current from each bit line into its sense node (A), positive for positive inputs.
+    v_wl, v_bl : ndarray, (B, K, m, n)
+        Word-line and bit-line node voltages (V) at each cell.
+    v_int : ndarray, (B, K, m, n), or None
+        Internal node voltages of 1T1R cells (between memristor and transistor drain).
+    i_source : ndarray, (B, K, m)
+        Current delivered by each word-line driver into the tile (A).
+    residual : ndarray, (B, K)
+        Largest KCL residual over the unknown nodes (A): the current that does not balance.
+    converged : ndarray of bool, (B, K)
+        True for every returned system unless ``on_fail="mask"`` was asked for.
+    iterations : ndarray of int, (B, K)
+        Newton iterations (1 for a linear solve).
+    method : str
+        The linear solver and, for nonlinear tiles, the Newton strategy used.
+    """
+
+    i_out: np.ndarray
+    v_wl: np.ndarray
+    v_bl: np.ndarray
+    v_int: np.ndarray | None
+    i_source: np.ndarray
+    residual: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+    method: str

@@ -1,0 +1,1 @@
+"""circuitsim.layers: weights to tiles to DNN layers (to come)."""

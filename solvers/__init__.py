@@ -1,0 +1,51 @@
+"""circuitsim.solvers: sparse linear algebra only (no circuits), with scipy's manners.
+
+Every solver is a callable ``solve(A, b, **options) -> SolveResult``; ``b`` may hold many
+right-hand sides as columns. :func:`get_solver` maps a name to one:
+
+- ``"direct"``: sparse direct, CHOLMOD for symmetric matrices where scikit-sparse is installed,
+  SuperLU otherwise;
+- ``"superlu"``, ``"cholmod"``: that factorisation explicitly;
+- ``"cg"``: preconditioned conjugate gradients (symmetric positive definite only);
+- ``"dense"``: LAPACK on the dense matrix, a reference for tests.
+"""
+
+from functools import partial
+
+from .dense import MAX_DENSE, solve_dense
+from .direct import Analysis, Factor, analyze, cholmod_available, factorize, solve_direct
+from .iterative import cg, jacobi
+from .result import SolveResult, backward_error
+
+__all__ = [
+    "Analysis",
+    "Factor",
+    "MAX_DENSE",
+    "SOLVERS",
+    "SolveResult",
+    "analyze",
+    "backward_error",
+    "cg",
+    "cholmod_available",
+    "factorize",
+    "get_solver",
+    "jacobi",
+    "solve_dense",
+    "solve_direct",
+]
+
+SOLVERS = {
+    "direct": partial(solve_direct, method="auto"),
+    "superlu": partial(solve_direct, method="superlu"),
+    "cholmod": partial(solve_direct, method="cholmod"),
+    "cg": cg,
+    "dense": solve_dense,
+}
+
+
+def get_solver(name: str):
+    """The solver registered under ``name``; the error lists the valid names."""
+    try:
+        return SOLVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown solver {name!r}; valid: {', '.join(SOLVERS)}") from None

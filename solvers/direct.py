@@ -1,0 +1,115 @@
+"""Sparse direct solvers: SuperLU (always there) and CHOLMOD (scikit-sparse, symmetric only).
+
+``analyze(A)`` does what can be shared between matrices of one sparsity pattern (CHOLMOD's
+fill-reducing ordering and symbolic factorisation) and returns an :class:`Analysis`; its
+``factorize(A)`` gives a :class:`Factor` whose ``solve(b)`` takes many right-hand sides at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .result import SolveResult, backward_error
+
+__all__ = ["Analysis", "Factor", "analyze", "cholmod_available", "factorize", "solve_direct"]
+
+try:  # optional: CHOLMOD through scikit-sparse (pip extra "cholmod")
+    from sksparse import cholmod as _cholmod
+except ImportError:  # pragma: no cover - depends on the installation
+    _cholmod = None
+
+_DIRECT = ("auto", "superlu", "cholmod")
+
+
+def cholmod_available() -> bool:
+    """True when scikit-sparse's CHOLMOD can be imported."""
+    return _cholmod is not None
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A factorisation of one matrix; ``solve(b)`` accepts ``(N,)`` or ``(N, K)``."""
+
+    method: str
+    _solve: Any
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return self._solve(b)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What factorisations of one sparsity pattern share (CHOLMOD's symbolic analysis, or
+    SuperLU's column ordering)."""
+
+    method: str
+    _symbolic: Any = None
+
+    def factorize(self, A) -> Factor:
+        A = sp.csc_matrix(A)
+        if self.method == "cholmod":
+            try:
+                numeric = self._symbolic.cholesky(A)
+            except _cholmod.CholmodNotPositiveDefiniteError as exc:
+                raise np.linalg.LinAlgError(f"matrix is not positive definite: {exc}") from None
+            return Factor("cholmod", numeric)
+        lu = spla.splu(A, permc_spec=self._symbolic)
+        return Factor("superlu", lu.solve)
+
+
+def _pick(method: str, symmetric: bool) -> str:
+    if method not in _DIRECT:
+        raise ValueError(f"unknown direct method {method!r}; valid: {', '.join(_DIRECT)}")
+    if method == "cholmod":
+        if _cholmod is None:
+            raise ImportError("method 'cholmod' needs scikit-sparse: pip install 'circuitsim[cholmod]'")
+        if not symmetric:
+            raise ValueError("method 'cholmod' is for symmetric positive definite matrices only")
+    if method == "auto":
+        return "cholmod" if symmetric and _cholmod is not None else "superlu"
+    return method
+
+
+def analyze(A, method: str = "auto", *, symmetric: bool = False, natural: bool = False,
+            mode: str = "auto") -> Analysis:
+    """Analyse the sparsity pattern of ``A`` once for later factorisations.
+
+    ``symmetric`` must be True to use CHOLMOD (CHOLMOD reads one triangle only and gives wrong
+    answers for nonsymmetric matrices without warning, so it is never chosen otherwise).
+    ``natural`` keeps the given order of the unknowns (the caller ordered them already);
+    otherwise CHOLMOD picks a fill-reducing ordering (AMD/METIS) and SuperLU uses COLAMD.
+    ``mode`` is CHOLMOD's ``"simplicial"``, ``"supernodal"`` or ``"auto"``.
+    """
+    method = _pick(method, symmetric)
+    if method == "cholmod":
+        ordering = "natural" if natural else "default"
+        symbolic = _cholmod.analyze(sp.csc_matrix(A), mode=mode, ordering_method=ordering)
+        return Analysis("cholmod", symbolic)
+    return Analysis("superlu", "NATURAL" if natural else "COLAMD")
+
+
+def factorize(A, method: str = "auto", *, symmetric: bool = False) -> Factor:
+    """Factor ``A`` (see :func:`analyze` for ``method`` and ``symmetric``)."""
+    return analyze(A, method, symmetric=symmetric).factorize(A)
+
+
+def solve_direct(A, b, method: str = "auto", *, symmetric: bool = False, rtol: float = 1e-10,
+                 **_ignored) -> SolveResult:
+    """Solve ``A x = b`` by a sparse direct factorisation; all columns of ``b`` share it.
+
+    ``converged`` is False (not an exception) when the relative residual exceeds ``rtol``, so the
+    caller decides; a singular matrix raises ``numpy.linalg.LinAlgError``.
+    """
+    b = np.asarray(b, dtype=np.float64)
+    try:
+        factor = factorize(A, method, symmetric=symmetric)
+    except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
+        raise np.linalg.LinAlgError(str(exc)) from None
+    x = factor.solve(b)
+    res = backward_error(A, x, b)
+    return SolveResult(x, bool(np.all(res <= rtol)), 1, res, factor.method)

@@ -1,0 +1,1 @@
+"""circuitsim.validation: ngspice cross-checks (to come)."""
