@@ -93,9 +93,10 @@ def analyze(A, method: str = "auto", *, symmetric: bool = False, natural: bool =
     return Analysis("superlu", "NATURAL" if natural else "COLAMD")
 
 
-def factorize(A, method: str = "auto", *, symmetric: bool = False) -> Factor:
-    """Factor ``A`` (see :func:`analyze` for ``method`` and ``symmetric``)."""
-    return analyze(A, method, symmetric=symmetric).factorize(A)
+def factorize(A, method: str = "auto", *, symmetric: bool = False, natural: bool = False,
+              mode: str = "auto") -> Factor:
+    """Factor ``A`` (see :func:`analyze` for the options)."""
+    return analyze(A, method, symmetric=symmetric, natural=natural, mode=mode).factorize(A)
 
 
 def solve_direct(A, b, method: str = "auto", *, symmetric: bool = False, rtol: float = 1e-10,

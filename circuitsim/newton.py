@@ -1,0 +1,377 @@
+"""Damped Newton-Raphson on the node voltages of many nonlinear systems at once.
+
+A system is one (tile, input vector) pair; all share the plan's sparsity pattern. Each Newton
+iteration evaluates every branch of every active system in one vectorized pass, assembles the
+block-diagonal Jacobian, solves for the update, limits it, and tests convergence SPICE's way
+(ngspice ``NIconvTest``): an iteration converges when the previous update moved every node by at
+most ``reltol * max(|v_new|, |v_old|) + vntol``, no update was limited, and every branch current
+is within ``reltol * max(|i|, |i_predicted|) + abstol`` of its linear prediction. Never on the first
+iteration. Systems that converge leave the batch; the rest go on.
+
+Strategy, in order, for the systems still failing:
+
+1. Warm start from the linearised tile (each device replaced by its conductance at 0 V), then
+   Newton. With ``mode="newton-krylov"`` (the default) each update is found by BiCGSTAB
+   preconditioned with one factorisation of the tile's linearised matrix, shared by all its input
+   vectors (the wire network does not change between inputs); systems where it stalls fall back
+   to a direct factorisation of their own Jacobian.
+2. gmin stepping: a conductance ``gmin`` in parallel with every nonlinear branch, from 1e-3 S
+   down to 0 in decades, each stage starting from the last.
+3. Source stepping: the fixed voltages ramped from 0 to their values, the step halved on failure.
+
+Step limiting: a nonlinear memristor's voltage may move outward by at most ``log(1 + d)`` of its
+voltage scale when Newton asks for ``d`` scales (as ngspice's ``DEVpnjlim`` does for junctions);
+no node moves by more than ``max_step`` volts per iteration (``DEVlimvds`` bounds MOSFET steps).
+The whole update of a system is scaled by the tightest of these, so directions are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from circuitsim import solvers
+
+from .branches import branch_values, select_cells
+from .krylov import bicgstab_many
+from .mna import Plan
+
+__all__ = ["solve_newton"]
+
+MODES = ("newton-krylov", "newton")
+X_CRIT = 4.0  # limiting starts where a device voltage exceeds this many voltage scales
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    reltol: float
+    abstol: float
+    vntol: float
+    max_iter: int
+    max_step: float
+    mode: str
+    solver: str
+    krylov_rtol: float
+    krylov_maxiter: int
+
+
+def _take_rows(models, idx):
+    """Models whose per-cell parameters ``(S, E)`` keep the rows ``idx``."""
+    out = []
+    for model in models:
+        names = [n for n in getattr(model, "_cell_params", ()) if np.ndim(getattr(model, n)) == 2]
+        changes = {n: getattr(model, n)[idx] for n in names}
+        out.append(dataclasses.replace(model, **changes) if changes else model)
+    return out
+
+
+class _Linearised:
+    """Factorisations of each tile's linearised matrix (devices at their 0 V conductance)."""
+
+    def __init__(self, plan: Plan, tiles: np.ndarray, models, solver: str):
+        self.plan = plan
+        self.tiles = tiles
+        zero = np.zeros((len(tiles), plan.n_free + plan.n_fixed))
+        bv = branch_values(plan, zero, tiles, models=models)
+        self.coupling = [plan.coupling(bv.p[k : k + 1], bv.q[k : k + 1]) for k in range(len(tiles))]
+        self.factors = []
+        method = "auto" if solver not in ("superlu", "cholmod") else solver
+        for k in range(len(tiles)):  # one factorisation per tile, not per input vector
+            data = _data(plan, bv.p[k : k + 1], bv.q[k : k + 1])
+            _hold_floating(plan, data)
+            J = plan.block_diagonal(data)
+            analysis = solvers.analyze(J, method, symmetric=True, natural=plan.ordered)
+            self.factors.append(analysis.factorize(J))
+
+    def solve(self, r: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
+        """Apply the inverse linearised matrix of each system's tile to the rows of ``r``."""
+        out = np.empty_like(r)
+        for k in np.unique(tile_pos):
+            rows = np.flatnonzero(tile_pos == k)
+            out[rows] = self.factors[k].solve(np.ascontiguousarray(r[rows].T)).T
+        return out
+
+    def initial(self, vk: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
+        """Free-node voltages of the linearised tiles for fixed voltages ``vk`` ``(S, n_fixed)``."""
+        rhs = np.empty((len(vk), self.plan.n_free))
+        for k in np.unique(tile_pos):
+            rows = np.flatnonzero(tile_pos == k)
+            rhs[rows] = -(self.coupling[k] @ vk[rows].T).T
+        return self.solve(rhs, tile_pos)
+
+
+def _data(plan: Plan, p, q):
+    return np.ascontiguousarray((plan.scatter_p @ p.T + plan.scatter_q @ q.T).T)
+
+
+def _diag_positions(plan: Plan) -> np.ndarray:
+    col = np.repeat(np.arange(plan.n_free), np.diff(plan.indptr))
+    pos = np.flatnonzero(plan.indices == col)
+    return pos[np.argsort(col[pos])]
+
+
+def _hold_floating(plan: Plan, data: np.ndarray, f: np.ndarray | None = None) -> None:
+    """Rows with an empty Jacobian row (a node whose every branch carries no current and has no
+    conductance, e.g. behind an open cell and a transistor in cutoff) keep their voltage: any
+    value satisfies KCL there, so the Newton update is set to 0 instead of dividing by 0."""
+    diag = _diag_positions(plan)
+    empty = data[:, diag] == 0
+    if empty.any():
+        rows, cols = np.nonzero(empty)
+        data[rows, diag[cols]] = 1.0
+        if f is not None:
+            f[rows, cols] = 0.0
+
+
+def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options) -> np.ndarray:
+    """Per-system step factor in (0, 1] from device voltage limiting and ``max_step``."""
+    nf = plan.n_free
+    alpha = np.ones(len(v))
+    big = np.abs(dv).max(axis=1) if nf else np.zeros(len(v))
+    alpha = np.minimum(alpha, opts.max_step / np.maximum(big, opts.max_step))
+    start = plan.n_res
+    for group, cells, model in zip(plan.circuit.groups[1:], plan.kept[1:], models[1:]):
+        sl = slice(start, start + len(cells))
+        start = sl.stop
+        if group.kind != "device" or model is None or getattr(model, "linear", False):
+            continue
+        a, b = plan.a[sl], plan.b[sl]
+        full = np.concatenate([dv, np.zeros((len(v), plan.n_fixed))], axis=1)
+        g = group.value[tile_idx][:, cells]
+        scale = np.broadcast_to(model.voltage_scale(g), g.shape)
+        x_old = (v[:, a] - v[:, b]) / scale
+        dx = (full[:, a] - full[:, b]) / scale
+        x_new = x_old + dx
+        outward = (np.abs(x_new) > X_CRIT) & (np.abs(x_new) > np.abs(x_old)) & (np.abs(dx) > 1)
+        allowed = np.where(outward, np.log1p(np.abs(dx)) / np.maximum(np.abs(dx), 1e-300), 1.0)
+        alpha = np.minimum(alpha, allowed.min(axis=1, initial=1.0))
+    return alpha
+
+
+def _step(plan: Plan, J, f, tile_idx, lin: _Linearised | None, tile_pos, opts: _Options):
+    """Newton updates ``J dv = -f`` for all active systems; returns dv and the method used."""
+    S, nf = f.shape
+    if lin is not None:
+        Jr = J.tocsr()
+
+        def matvec(x, mask):
+            full = np.zeros((S, nf))
+            full[mask] = x
+            return (Jr @ full.ravel()).reshape(S, nf)[mask]
+
+        def precond(r, mask):
+            return lin.solve(r, tile_pos[mask])
+
+        dv, ok, _ = bicgstab_many(matvec, precond, -f, rtol=opts.krylov_rtol,
+                                  maxiter=opts.krylov_maxiter)
+        if ok.all():
+            return dv, "newton-krylov"
+        bad = np.flatnonzero(~ok)
+        dv[bad] = _direct(plan, J, f, bad, opts)
+        return dv, "newton-krylov+direct"
+    return _direct(plan, J, f, np.arange(S), opts), "newton"
+
+
+def _direct(plan: Plan, J, f, rows, opts: _Options):
+    """Solve the systems ``rows`` with their own factorisations (one block-diagonal matrix)."""
+    nf = plan.n_free
+    if len(rows) != len(f):
+        idx = (rows[:, None] * nf + np.arange(nf)).ravel()
+        J = J[idx][:, idx]
+    method = "superlu" if not plan.symmetric or opts.solver == "superlu" else "auto"
+    try:
+        factor = solvers.factorize(J.tocsc(), method, symmetric=plan.symmetric,
+                                   natural=plan.ordered)
+    except np.linalg.LinAlgError:
+        factor = solvers.factorize(J.tocsc(), "superlu")
+    except RuntimeError:  # SuperLU: exactly singular
+        return np.full((len(rows), nf), np.nan)
+    return factor.solve(-f[rows].ravel()).reshape(len(rows), nf)
+
+
+def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: float = 0.0):
+    """Newton on the systems given; returns final voltages, iteration counts and success flags."""
+    S = len(v)
+    nf = plan.n_free
+    v = v.copy()
+    v[:, nf:] = vk
+    its = np.zeros(S, dtype=np.int64)
+    done = np.zeros(S, dtype=bool)
+    active = np.arange(S)
+    prev = None  # (v_ok, limited, i_predicted) of the active systems
+    methods = set()
+    for it in range(1, opts.max_iter + 2):
+        sub = _take_rows(models, active)
+        bv = branch_values(plan, v[active], tile_idx[active], models=sub, gmin=gmin)
+        f = np.asarray(plan.incidence[:nf] @ bv.i.T).T
+        finite = np.isfinite(f).all(axis=1) & np.isfinite(bv.p).all(axis=1)
+        if prev is not None:
+            v_ok, limited, i_pred = prev
+            tol = opts.reltol * np.maximum(np.abs(bv.i), np.abs(i_pred)) + opts.abstol
+            i_ok = (np.abs(bv.i - i_pred) <= tol).all(axis=1)
+            conv = v_ok & ~limited & i_ok & finite
+            done[active[conv]] = True
+            its[active[conv]] = it - 1
+            keep = ~conv & finite
+            active, bv, f = active[keep], _rows(bv, keep), f[keep]
+            sub = _take_rows(sub, np.flatnonzero(keep))
+        else:
+            keep = finite
+            active, bv, f = active[keep], _rows(bv, keep), f[keep]
+            sub = _take_rows(sub, np.flatnonzero(keep))
+        if not len(active) or it > opts.max_iter:
+            break
+        data = _data(plan, bv.p, bv.q)
+        _hold_floating(plan, data, f)
+        J = plan.block_diagonal(data)
+        dv, method = _step(plan, J, f, tile_idx[active], lin, tile_pos[active], opts)
+        methods.add(method)
+        ok_step = np.isfinite(dv).all(axis=1)
+        alpha = _limit(plan, sub, v[active], np.nan_to_num(dv), tile_idx[active], opts)
+        dv = alpha[:, None] * np.nan_to_num(dv)
+        v_old = v[active, :nf]
+        v_new = v_old + dv
+        v_ok = (np.abs(dv) <= opts.reltol * np.maximum(np.abs(v_new), np.abs(v_old)) + opts.vntol)
+        v_ok = v_ok.all(axis=1) & ok_step
+        full = np.concatenate([dv, np.zeros((len(active), plan.n_fixed))], axis=1)
+        i_pred = bv.i + bv.p * full[:, plan.a] + bv.q * full[:, plan.b]
+        v[active, :nf] = v_new
+        prev = (v_ok, alpha < 1.0, i_pred)
+        # Systems whose step failed outright (singular, NaN) stop here and go to the fallbacks.
+        if not ok_step.all():
+            keep = ok_step
+            prev = tuple(x[keep] for x in prev)
+            active = active[keep]
+    return v, its, done, methods
+
+
+def _rows(bv, keep):
+    return type(bv)(bv.i[keep], bv.p[keep], bv.q[keep])
+
+
+def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: str = "direct",
+                 reltol: float = 1e-9, abstol: float = 1e-15, vntol: float = 1e-12,
+                 max_iter: int = 100, max_step: float = 1.0, mode: str = "newton-krylov",
+                 krylov_rtol: float = 1e-10, krylov_maxiter: int = 40, gmin_stepping: bool = True,
+                 source_stepping: bool = True, options: dict | None = None):
+    """Solve the nonlinear systems of ``plan`` for fixed voltages ``vk`` ``(S, n_fixed)``.
+
+    Parameters
+    ----------
+    plan : Plan
+    vk : ndarray, (S, n_fixed)
+    tile_idx : ndarray of int, (S,)
+        Batch index of each system's tile.
+    solver : str
+        Linear solver for direct factorisations (``"direct"``, ``"superlu"``, ``"cholmod"``).
+    reltol, abstol, vntol : float
+        Convergence tolerances (relative; A; V), as SPICE's RELTOL, ABSTOL, VNTOL.
+    max_iter : int
+        Newton iterations per attempt (SPICE's ITL1).
+    max_step : float
+        Largest change of any node voltage in one iteration (V).
+    mode : {"newton-krylov", "newton"}
+        Update by preconditioned BiCGSTAB (falls back to direct per system) or always direct.
+    krylov_rtol, krylov_maxiter : float, int
+        Inner tolerance and iteration cap of BiCGSTAB.
+    gmin_stepping, source_stepping : bool
+        Enable the fallbacks.
+
+    Returns
+    -------
+    v_red : ndarray, (S, n_free + n_fixed)
+    iterations : ndarray of int, (S,)
+        Total Newton iterations per system, negative for systems that failed every strategy.
+    method : str
+    models : list
+        The per-group models reduced to the systems (for the audit).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if solver not in ("direct", "superlu", "cholmod"):
+        raise ValueError(f"Newton needs a direct solver for its fallbacks, got solver={solver!r}")
+    opts = _Options(reltol, abstol, vntol, max_iter, max_step, mode, solver, krylov_rtol,
+                    krylov_maxiter)
+    models = [select_cells(g.model, tile_idx, cells)
+              for g, cells in zip(plan.circuit.groups, plan.kept)]
+    tiles, tile_pos = np.unique(tile_idx, return_inverse=True)
+    first = np.array([np.flatnonzero(tile_pos == k)[0] for k in range(len(tiles))])
+    lin = _Linearised(plan, tiles, _take_rows(models, first), solver)
+    S, nf = len(vk), plan.n_free
+    v0 = np.zeros((S, nf + plan.n_fixed))
+    v0[:, nf:] = vk
+    v0[:, :nf] = lin.initial(vk, tile_pos)
+    # The warm start, seen as one step from 0 V, is limited like any other step.
+    v_zero = np.zeros_like(v0)
+    v_zero[:, nf:] = vk
+    alpha = _limit(plan, models, v_zero, v0[:, :nf], tile_idx, opts)
+    v0[:, :nf] *= alpha[:, None]
+    krylov = lin if mode == "newton-krylov" else None
+    v, its, done, methods = _newton(plan, v0, vk, tile_idx, models, krylov, tile_pos, opts)
+    total = its.copy()
+    if not done.all() and gmin_stepping:
+        v, total, done = _gmin_stepping(plan, v, vk, tile_idx, models, krylov, tile_pos, opts,
+                                        total, done, methods)
+    if not done.all() and source_stepping:
+        v, total, done = _source_stepping(plan, v, vk, tile_idx, models, krylov, tile_pos, opts,
+                                          total, done, methods)
+    total = np.where(done, total, -np.maximum(total, 1))
+    return v, total, "+".join(sorted(methods)) or "newton", models
+
+
+def _subset(idx, models, tile_idx, tile_pos):
+    return _take_rows(models, idx), tile_idx[idx], tile_pos[idx]
+
+
+def _gmin_stepping(plan, v, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods):
+    """gmin from 1e-3 S down by decades to 0; a system succeeds when the gmin = 0 stage does."""
+    idx = np.flatnonzero(~done)
+    methods.add("gmin-stepping")
+    sub_models, sub_tiles, sub_pos = _subset(idx, models, tile_idx, tile_pos)
+    vs = v[idx].copy()
+    alive = np.ones(len(idx), dtype=bool)
+    for gmin in [10.0**-k for k in range(3, 13)] + [0.0]:
+        live = np.flatnonzero(alive)
+        if not len(live):
+            break
+        m_live = _take_rows(sub_models, live)
+        v_new, its, ok, _ = _newton(plan, vs[live], vk[idx[live]], sub_tiles[live], m_live, lin,
+                                    sub_pos[live], opts, gmin=gmin)
+        total[idx[live]] += np.where(ok, its, opts.max_iter)
+        vs[live[ok]] = v_new[ok]
+        alive[live[~ok]] = False
+    v[idx[alive]] = vs[alive]
+    done[idx[alive]] = True
+    return v, total, done
+
+
+def _source_stepping(plan, v, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods):
+    """Ramp the fixed voltages from 0 to their values; halve the step on failure."""
+    idx = np.flatnonzero(~done)
+    methods.add("source-stepping")
+    sub_models, sub_tiles, sub_pos = _subset(idx, models, tile_idx, tile_pos)
+    n = len(idx)
+    level = np.zeros(n)
+    step = np.full(n, 0.1)
+    vs = np.zeros((n, v.shape[1]))
+    alive = np.ones(n, dtype=bool)
+    for _ in range(400):  # bounded: each pass either advances or halves every live step
+        live = np.flatnonzero(alive & (level < 1.0))
+        if not len(live):
+            break
+        target = np.minimum(level[live] + step[live], 1.0)
+        vk_t = target[:, None] * vk[idx[live]]
+        v_new, its, ok, _ = _newton(plan, vs[live], vk_t, sub_tiles[live],
+                                    _take_rows(sub_models, live), lin, sub_pos[live], opts)
+        total[idx[live]] += np.where(ok, its, opts.max_iter)
+        good, bad = live[ok], live[~ok]
+        vs[good] = v_new[ok]
+        level[good] = target[ok]
+        step[good] = np.minimum(step[good] * 1.5, 0.5)
+        step[bad] /= 2.0
+        alive[bad[step[bad] < 1e-4]] = False
+    win = alive & (level >= 1.0)
+    v[idx[win]] = vs[win]
+    done[idx[win]] = True
+    return v, total, done
