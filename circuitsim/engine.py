@@ -61,9 +61,11 @@ def audit(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, reltol: float, ab
     """KCL audit at the solution of ``S`` systems.
 
     At every unknown node the net current ``f`` must satisfy ``|f| <= reltol * s + abstol``, where
-    ``s`` is the sum of the magnitudes of the branch currents meeting there. Returns the largest
-    ``|f|`` per system ``(S,)``, whether the system passes, the reduced index of its worst node,
-    and the currents leaving the fixed nodes ``(S, n_fixed)``.
+    ``s`` sums, over the branches meeting there, ``|i| + |di/dv_a| |v_a| + |di/dv_b| |v_b|``: the
+    size of the terms whose rounding ``f`` inherits (a 1e-8 ohm wire turns one rounding of its node
+    voltages into nanoamperes; this is the componentwise backward error of the linear case).
+    Returns the largest ``|f|`` per system ``(S,)``, whether the system passes, the reduced index
+    of its worst node, and the currents leaving the fixed nodes ``(S, n_fixed)``.
     """
     bv = branch_values(plan, v_red, tile_idx, models=models)
     nf = plan.n_free
@@ -71,7 +73,8 @@ def audit(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, reltol: float, ab
     f = plan.incidence[:nf] @ i_t
     excess = np.abs(f)
     residual = excess.max(axis=0) if nf else np.zeros(len(v_red))
-    excess -= reltol * (abs(plan.incidence[:nf]) @ np.abs(i_t))
+    terms = np.abs(bv.i) + np.abs(bv.p * v_red[:, plan.a]) + np.abs(bv.q * v_red[:, plan.b])
+    excess -= reltol * (abs(plan.incidence[:nf]) @ terms.T)
     excess -= abstol
     ok = excess.max(axis=0) <= 0 if nf else np.ones(len(v_red), dtype=bool)
     worst = np.zeros(len(v_red), dtype=np.int64)

@@ -208,8 +208,9 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
         finite = np.isfinite(f).all(axis=1) & np.isfinite(bv.p).all(axis=1)
         if prev is not None:
             v_ok, limited, i_pred = prev
-            tol = opts.reltol * np.maximum(np.abs(bv.i), np.abs(i_pred)) + opts.abstol
-            i_ok = (np.abs(bv.i - i_pred) <= tol).all(axis=1)
+            i_now = bv.i[:, plan.n_res:]  # resistors are linear: their prediction is exact
+            tol = opts.reltol * np.maximum(np.abs(i_now), np.abs(i_pred)) + opts.abstol
+            i_ok = (np.abs(i_now - i_pred) <= tol).all(axis=1)
             conv = v_ok & ~limited & i_ok & finite
             done[active[conv]] = True
             its[active[conv]] = it - 1
@@ -235,7 +236,9 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
         v_ok = (np.abs(dv) <= opts.reltol * np.maximum(np.abs(v_new), np.abs(v_old)) + opts.vntol)
         v_ok = v_ok.all(axis=1) & ok_step
         full = np.concatenate([dv, np.zeros((len(active), plan.n_fixed))], axis=1)
-        i_pred = bv.i + bv.p * full[:, plan.a] + bv.q * full[:, plan.b]
+        nr = plan.n_res
+        i_pred = (bv.i[:, nr:] + bv.p[:, nr:] * full[:, plan.a[nr:]]
+                  + bv.q[:, nr:] * full[:, plan.b[nr:]])
         v[active, :nf] = v_new
         prev = (v_ok, alpha < 1.0, i_pred)
         # Systems whose step failed outright (singular, NaN) stop here and go to the fallbacks.

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_float_array", "check_finite", "check_nonnegative", "broadcast_param"]
+__all__ = [
+    "MIN_RESISTANCE",
+    "as_float_array",
+    "broadcast_param",
+    "check_finite",
+    "check_nonnegative",
+    "check_resistance",
+]
+
+#: Smallest nonzero resistance accepted (ohm), as ngspice's clamp; 0 itself merges the nodes.
+MIN_RESISTANCE = 1e-12
 
 
 def as_float_array(x, name: str) -> np.ndarray:
@@ -40,6 +50,18 @@ def check_nonnegative(arr: np.ndarray, name: str) -> None:
     if bad.any():
         idx = _first_index(bad) if arr.ndim else ()
         raise ValueError(f"{name}{list(idx) if idx else ''} is {arr[idx]}: values must be >= 0")
+
+
+def check_resistance(arr: np.ndarray, name: str) -> None:
+    """Nonnegative and finite, and either exactly 0 (an ideal wire) or at least MIN_RESISTANCE."""
+    check_nonnegative(arr, name)
+    bad = (arr > 0) & (arr < MIN_RESISTANCE)
+    if bad.any():
+        idx = _first_index(bad) if arr.ndim else ()
+        raise ValueError(
+            f"{name}{list(idx) if idx else ''} is {arr[idx]}: a resistance below "
+            f"{MIN_RESISTANCE:g} ohm is numerically a short; give 0 for an ideal connection"
+        )
 
 
 def broadcast_param(x, name: str, shape: tuple[int, ...], batch: int) -> np.ndarray:

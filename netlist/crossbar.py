@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from .checks import as_float_array, broadcast_param, check_finite, check_nonnegative
+from .checks import (
+    as_float_array,
+    broadcast_param,
+    check_finite,
+    check_nonnegative,
+    check_resistance,
+)
 from .circuit import BranchGroup, Circuit
 
 __all__ = ["Tile", "crossbar"]
@@ -314,7 +320,7 @@ def crossbar(
         ("v_sense", v_sense, (n,)),
     ):
         raw = as_float_array(value, name)
-        (check_finite if name == "v_sense" else check_nonnegative)(raw, name)
+        (check_finite if name == "v_sense" else check_resistance)(raw, name)
         params[name] = broadcast_param(raw, name, shape, batch)
     if drive not in _DRIVES:
         raise ValueError(f"drive must be one of {_DRIVES}, got {drive!r}")

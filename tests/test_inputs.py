@@ -20,6 +20,7 @@ G = np.full((3, 2), 1e-4)
         ({"g": G, "r_bl": np.array([[1, 1], [1, np.nan], [1, 1]])}, r"r_bl\[1, 1\] is nan"),
         ({"g": G, "r_source": [1, 2, -3]}, r"r_source\[2\] is -3.0"),
         ({"g": G, "r_sense": np.inf}, r"r_sense is inf"),
+        ({"g": G, "r_wl": 1e-15}, r"r_wl is 1e-15: a resistance below 1e-12 ohm"),
         ({"g": G, "v_sense": np.nan}, r"v_sense is nan"),
         ({"g": np.zeros((0, 3))}, r"g has shape \(0, 3\): a tile needs at least one row"),
         ({"g": np.ones(3)}, r"g has shape \(3,\); expected \(m, n\) or \(B, m, n\)"),

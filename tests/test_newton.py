@@ -1,0 +1,255 @@
+"""Nonlinear and 1T1R tiles: hand-solvable circuits, invariants, agreement, stress, failure."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import brentq
+
+import circuitsim as cs
+
+ACCESS = dict(vto=0.5, kp=2e-4, lambda_=0.01, w=1e-6, l=0.1e-6)
+
+
+def shichman_hodges(vd, vs, vg, vto, kp, lambda_, w, l):
+    """NMOS drain current (into the drain), level 1, bulk at 0, no body effect; written out here."""
+    if vd < vs:
+        return -shichman_hodges(vs, vd, vg, vto, kp, lambda_, w, l)
+    vgst, vds = vg - vs - vto, vd - vs
+    beta = kp * w / l
+    if vgst <= 0:
+        return 0.0
+    if vgst <= vds:
+        return 0.5 * beta * vgst**2 * (1 + lambda_ * vds)
+    return beta * vds * (vgst - vds / 2) * (1 + lambda_ * vds)
+
+
+@pytest.mark.parametrize("v", [0.3, 1.0, 2.5, -0.8, -3.0])
+def test_sinh_cell_with_series_resistance(v):
+    g, a, r1, r2 = 1e-3, 3.0, 150.0, 50.0
+    tile = cs.crossbar([[g]], r_wl=20.0, r_bl=10.0, r_source=r1 - 20.0, r_sense=r2 - 10.0,
+                       device=cs.devices.Sinh(a=a))
+    sol = cs.solve(tile, [v])
+    # scalar KCL in the device voltage x: device current = current through r1 + r2
+    x = brentq(lambda x: g / a * math.sinh(a * x) - (v - x) / (r1 + r2), -abs(v), abs(v),
+               xtol=1e-16, rtol=1e-15)
+    i = g / a * math.sinh(a * x)
+    assert sol.i_out[0] == pytest.approx(i, rel=1e-10)
+    assert sol.v_wl[0, 0] - sol.v_bl[0, 0] == pytest.approx(x, rel=1e-10)
+    assert sol.iterations >= 2  # never converged on the first iteration
+
+
+@pytest.mark.parametrize(
+    "v, vg, region",
+    [
+        (1.0, 0.3, "cutoff"),
+        (0.2, 3.0, "linear"),
+        (2.0, 0.7, "saturation"),
+        (-1.0, 2.5, "reverse"),
+    ],
+)
+def test_one_1t1r_cell_in_each_region(v, vg, region):
+    g, r1, r2 = 1e-4, 100.0, 200.0
+    tile = cs.crossbar([[g]], r_source=r1, r_sense=r2, access=cs.devices.Level1(**ACCESS), v_gate=vg)
+    sol = cs.solve(tile, [v])
+
+    def mismatch(i):  # transistor current at the voltages that a series current i sets
+        vd = v - i * (r1 + 1 / g)
+        vs = i * r2
+        return shichman_hodges(vd, vs, vg, **ACCESS) - i
+
+    lim = abs(v) / (r1 + r2 + 1 / g)
+    i = 0.0 if region == "cutoff" else brentq(mismatch, -lim, lim, xtol=1e-20, rtol=1e-15)
+    assert sol.i_out[0] == pytest.approx(i, rel=1e-9, abs=1e-18)
+    vd, vs = float(sol.v_int[0, 0]), float(sol.v_bl[0, 0])
+    vds, vgst = vd - vs, vg - vs - ACCESS["vto"]
+    seen = {
+        "cutoff": vgst <= 0,
+        "linear": 0 < vgst and vds < vgst,
+        "saturation": 0 < vgst <= vds,
+        "reverse": vds < 0,
+    }
+    assert seen[region]
+
+
+def test_cutoff_internal_node_follows_its_memristor():
+    g = np.full((2, 2), 1e-4)
+    vg = np.array([[0.0], [1.8]])  # row 0 deselected
+    tile = cs.crossbar(g, 1.0, 1.0, access=cs.devices.Level1(**ACCESS), v_gate=vg)
+    sol = cs.solve(tile, [0.5, 0.5])
+    np.testing.assert_allclose(sol.v_int[0], sol.v_wl[0], rtol=1e-12)  # no current through g
+    assert np.all(sol.i_out > 0)
+
+
+def test_open_cell_behind_transistor_in_cutoff_is_not_singular():
+    g = np.array([[0.0, 1e-4], [1e-4, 1e-4]])
+    tile = cs.crossbar(g, 1.0, 1.0, access=cs.devices.Level1(**ACCESS), v_gate=[[0.0], [1.8]])
+    sol = cs.solve(tile, [0.4, 0.4])
+    assert np.isfinite(sol.v_int).all() and sol.converged
+
+
+# ---------------------------------------------------------------------------------------------
+# Random tiles: invariants and agreement
+
+
+@st.composite
+def nonlinear_tiles(draw):
+    m, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    g = rng.uniform(1e-6, 1e-3, (m, n))
+    device = draw(st.sampled_from([
+        cs.devices.Sinh(a=3.0), cs.devices.AsymmetricSinh(a_pos=4.0, a_neg=2.0, k_neg=0.5),
+        cs.devices.StanfordPKU(), cs.devices.Linear(),
+    ]))
+    if isinstance(device, cs.devices.StanfordPKU):
+        g = rng.uniform(1e-6, 1e-3, (m, n))
+    one_t = draw(st.booleans())
+    kwargs = dict(access=cs.devices.Level1(**ACCESS), v_gate=rng.choice([0.0, 1.2, 1.8], (m, 1)))
+    r = st.one_of(st.just(0.0), st.floats(1e-6, 5.0))
+    tile = cs.crossbar(g, draw(r), draw(r), draw(r), draw(r), device=device,
+                       **(kwargs if one_t else {}))
+    v = rng.uniform(-1.5, 1.5, (3, m))
+    return tile, v
+
+
+def dissipated(tile, v, sol, k):
+    """Power in wires and drivers (from node voltages) plus devices and transistors (I V)."""
+    v_wl, v_bl = sol.v_wl[k], sol.v_bl[k]
+    r_wl, r_bl = tile.r_wl[0].copy(), tile.r_bl[0].copy()
+    r_wl[:, 0] += tile.r_source[0]
+    r_bl[-1] += tile.r_sense[0]
+    left = np.concatenate([v[k][:, None], v_wl[:, :-1]], axis=1)
+    below = np.concatenate([v_bl[1:], np.zeros((1, tile.n))], axis=0)
+    wires = sum(np.where(r > 0, dv**2 / np.where(r > 0, r, 1), 0).sum()
+                for dv, r in ((left - v_wl, r_wl), (v_bl - below, r_bl)))
+    lower = v_bl if sol.v_int is None else sol.v_int[k]
+    model = tile.device or cs.devices.Linear()
+    g = tile.g[0]
+    cells = (model.take(np.array([0])).current((v_wl - lower).reshape(1, -1), g.reshape(1, -1))
+             if hasattr(model, "take") and tile.device is not None
+             else g * (v_wl - lower)).reshape(tile.m, tile.n) * (v_wl - lower)
+    total = wires + cells.sum()
+    if sol.v_int is not None:
+        ids = np.vectorize(shichman_hodges)(sol.v_int[k], v_bl, tile.v_gate[0], **ACCESS)
+        total += (ids * (sol.v_int[k] - v_bl)).sum()
+    return total
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nonlinear_tiles())
+def test_random_nonlinear_tiles(case):
+    tile, v = case
+    sol = cs.solve(tile, v, mode="newton")
+    assert sol.converged.all()
+    # KCL audit passed; charge conservation and power balance hold at the returned solution
+    scale = max(np.abs(sol.i_out).max(), 1e-12)
+    np.testing.assert_allclose(sol.i_source.sum(-1), sol.i_out.sum(-1), rtol=1e-8,
+                               atol=1e-12 * scale)
+    for k in range(len(v)):
+        delivered = v[k] @ sol.i_source[k]
+        assert delivered == pytest.approx(dissipated(tile, v, sol, k), rel=1e-7, abs=1e-15)
+    # Newton-Krylov agrees with full Newton
+    nk = cs.solve(tile, v, mode="newton-krylov")
+    np.testing.assert_allclose(nk.i_out, sol.i_out, rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(nk.v_bl, sol.v_bl, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_equals_one_by_one():
+    rng = np.random.default_rng(5)
+    g = rng.uniform(1e-6, 1e-4, (3, 6, 5))
+    vg = rng.choice([0.0, 1.8], (3, 6, 1))
+    v = rng.uniform(-1, 1, (3, 4, 6))
+    kw = dict(device=cs.devices.Sinh(a=4.0), access=cs.devices.Level1(**ACCESS))
+    batched = cs.solve(cs.crossbar(g, 1.0, 2.0, 5.0, 3.0, v_gate=vg, **kw), v)
+    for b in range(3):
+        single = cs.solve(cs.crossbar(g[b], 1.0, 2.0, 5.0, 3.0, v_gate=vg[b], **kw), v[b])
+        np.testing.assert_allclose(batched.i_out[b], single.i_out, rtol=1e-10, atol=1e-20)
+        np.testing.assert_allclose(batched.v_int[b], single.v_int, rtol=1e-10, atol=1e-14)
+
+
+def test_per_cell_threshold_variability():
+    rng = np.random.default_rng(2)
+    g = rng.uniform(1e-6, 1e-4, (4, 4))
+    vto = rng.normal(0.5, 0.05, (4, 4))
+    access = cs.devices.Level1(**{**ACCESS, "vto": vto})
+    tile = cs.crossbar(g, 1.0, 1.0, access=access, v_gate=1.8)
+    sol = cs.solve(tile, np.full(4, 0.3))
+    uniform = cs.solve(cs.crossbar(g, 1.0, 1.0, access=cs.devices.Level1(**ACCESS), v_gate=1.8),
+                       np.full(4, 0.3))
+    assert sol.converged and not np.allclose(sol.i_out, uniform.i_out, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stress
+
+
+@pytest.mark.parametrize("a", [10.0, 50.0, 100.0])
+def test_strong_sinh_from_zero(a):
+    rng = np.random.default_rng(3)
+    g = rng.uniform(1e-6, 1e-4, (6, 6))
+    tile = cs.crossbar(g, 1.0, 1.0, 2.0, 1.0, device=cs.devices.Sinh(a=a))
+    v = rng.uniform(-1.0, 1.0, (3, 6))  # a V up to 100
+    with np.errstate(over="raise"):
+        sol = cs.solve(tile, v)
+    assert sol.converged.all() and np.isfinite(sol.i_out).all()
+    assert np.all(sol.iterations <= 100)
+
+
+def test_whole_rows_of_gates_off_and_negative_inputs():
+    rng = np.random.default_rng(4)
+    g = rng.uniform(1e-6, 1e-4, (8, 8))
+    vg = np.full((8, 1), 1.8)
+    vg[[1, 4]] = 0.0
+    tile = cs.crossbar(g, 1.0, 1.0, 2.0, 1.0, device=cs.devices.Sinh(a=5.0),
+                       access=cs.devices.Level1(**ACCESS), v_gate=vg)
+    v = -rng.uniform(0.1, 1.0, (2, 8))
+    sol = cs.solve(tile, v)
+    assert np.all(sol.i_out < 0)
+    on = np.delete(np.arange(8), [1, 4])
+    off_current = (g[[1, 4]] * (sol.v_wl[:, [1, 4]] - sol.v_int[:, [1, 4]])).max()
+    assert abs(off_current) < 1e-20
+    assert np.all(np.abs(sol.v_wl[:, on] - sol.v_int[:, on]) > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failure is reported, never returned silently
+
+
+def strong_tile():
+    rng = np.random.default_rng(6)
+    return cs.crossbar(rng.uniform(1e-5, 1e-4, (4, 4)), 1.0, 1.0, device=cs.devices.Sinh(a=60.0))
+
+
+def test_non_convergence_raises_with_location():
+    with pytest.raises(cs.ConvergenceError) as err:
+        cs.solve(strong_tile(), np.ones((2, 4)), max_iter=2, gmin_stepping=False,
+                 source_stepping=False)
+    e = err.value
+    assert e.tile == 0 and e.input in (0, 1) and e.node.startswith(("wl[", "bl["))
+    assert "Newton did not converge" in str(e)
+
+
+def test_non_convergence_can_be_masked():
+    sol = cs.solve(strong_tile(), np.ones((2, 4)), max_iter=2, gmin_stepping=False,
+                   source_stepping=False, on_fail="mask")
+    assert not sol.converged.any()
+
+
+@pytest.mark.parametrize("fallback", ["gmin_stepping", "source_stepping"])
+def test_fallbacks_rescue_short_newton_runs(fallback):
+    other = {"gmin_stepping": "source_stepping", "source_stepping": "gmin_stepping"}[fallback]
+    tile = strong_tile()
+    sol = cs.solve(tile, np.ones((2, 4)), max_iter=6, **{other: False})
+    assert sol.converged.all()
+    assert fallback.replace("_", "-") in sol.method
+    ref = cs.solve(tile, np.ones((2, 4)))
+    np.testing.assert_allclose(sol.i_out, ref.i_out, rtol=1e-9)
+
+
+def test_bad_mode_and_solver():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        cs.solve(strong_tile(), np.ones(4), mode="broyden")
+    with pytest.raises(ValueError, match="Newton needs a direct solver"):
+        cs.solve(strong_tile(), np.ones(4), solver="cg")
