@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian/Ubuntu machine with Python 3.10+:
+#   bash run.sh irdrop [options]   the IR-drop study on the embedded 128 x 128 tile
+#   bash run.sh test [pytest args] the whole test suite
+#   bash run.sh bench [options]    the benchmarks (benchmarks/README.md)
+#   bash run.sh validate [options] cross-check against ngspice (circuitsim validate --help)
+# It installs what it needs once: Debian packages when run as root (ngspice and its shared
+# library, SuiteSparse for CHOLMOD, OpenBLAS, cairo for the badcrossbar benchmark) and a virtual
+# environment in .venv with the project and its extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=.venv
+
+apt_packages="ngspice libngspice0 libngspice0-dev libsuitesparse-dev libopenblas0-pthread libcairo2-dev pkg-config"
+
+setup_system() {
+    local missing=""
+    for p in $apt_packages; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "run.sh: installing Debian packages:$missing" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    else
+        echo "run.sh: missing Debian packages:$missing (install them as root; continuing)" >&2
+    fi
+}
+
+setup_python() {
+    local extras="test,cholmod,spice"
+    [ "${1:-}" = bench ] && extras="$extras,bench"
+    local stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/-}"
+    [ -f "$stamp" ] && return 0
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    if ! "$VENV/bin/python" -m pip install -q -e ".[$extras]"; then
+        echo "run.sh: optional extras failed to install; installing the core and test extras" >&2
+        "$VENV/bin/python" -m pip install -q -e ".[test]"
+    fi
+    touch "$stamp"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    irdrop) setup_system; setup_python; exec "$VENV/bin/python" -m circuitsim.study "$@" ;;
+    test) setup_system; setup_python; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    bench) setup_system; setup_python bench; exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
+    validate) setup_system; setup_python; exec "$VENV/bin/python" -m circuitsim validate "$@" ;;
+    *) echo "usage: bash run.sh {irdrop|test|bench|validate} [options]" >&2; exit 2 ;;
+esac
