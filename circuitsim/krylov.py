@@ -2,8 +2,8 @@
 
 Used by Newton-Krylov: every (tile, input) system has its own Jacobian, all share one sparsity
 pattern and are preconditioned by the factorisation of their tile's linearised matrix. Vectors are
-``(S, N)`` arrays, one row per system; every system has its own scalars and stops updating once
-it meets its tolerance.
+``(N, S)`` arrays, one column per system; every system has its own scalars and stops updating
+once it meets its tolerance.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ __all__ = ["bicgstab_many"]
 
 
 def _dot(x, y):
-    return np.einsum("ij,ij->i", x, y)
+    return np.einsum("ij,ij->j", x, y)
 
 
 def _ratio(num, den, active):
@@ -24,28 +24,31 @@ def _ratio(num, den, active):
 def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
     """Right-preconditioned BiCGSTAB on ``S`` systems ``A_s x_s = b_s``.
 
+    Vectors are columns: ``(N, S)`` arrays, system ``s`` in column ``s`` (sparse products with
+    many right-hand sides want them so).
+
     Parameters
     ----------
     matvec, precond : callable
-        ``(S', N) -> (S', N)`` for the systems selected by a boolean mask: ``matvec(x, mask)``
-        applies ``A_s``, ``precond(r, mask)`` applies ``M_s^{-1}``.
-    b : ndarray, (S, N)
+        ``(N, S') -> (N, S')`` for the systems selected by a boolean mask ``(S,)``:
+        ``matvec(x, mask)`` applies ``A_s``, ``precond(r, mask)`` applies ``M_s^{-1}``.
+    b : ndarray, (N, S)
     rtol : float
         A system stops when ``||b - A x|| <= rtol ||b||``.
     maxiter : int
 
     Returns
     -------
-    x : ndarray, (S, N)
+    x : ndarray, (N, S)
     converged : ndarray of bool, (S,)
     iterations : int
     """
-    S = b.shape[0]
+    S = b.shape[1]
     x = np.zeros_like(b)
     r = b.copy()
     r0 = b.copy()
-    target = rtol * np.linalg.norm(b, axis=1)
-    active = np.linalg.norm(r, axis=1) > target
+    target = rtol * np.linalg.norm(b, axis=0)
+    active = np.linalg.norm(r, axis=0) > target
     rho = alpha = omega = np.ones(S)
     v = np.zeros_like(b)
     p = np.zeros_like(b)
@@ -53,26 +56,28 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
     while active.any() and it < maxiter:
         it += 1
         a = active
+        every = a.all()
+        cols = slice(None) if every else a
         rho_new = _dot(r0, r)
         beta = _ratio(rho_new, rho, a) * _ratio(alpha, omega, a)
-        p[a] = r[a] + beta[a, None] * (p[a] - omega[a, None] * v[a])
-        phat = precond(p[a], a)
-        v[a] = matvec(phat, a)
+        p[:, cols] = r[:, cols] + beta[cols] * (p[:, cols] - omega[cols] * v[:, cols])
+        phat = precond(p[:, cols], a)
+        v[:, cols] = matvec(phat, a)
         alpha = np.where(a, _ratio(rho_new, _dot(r0, v), a), alpha)
-        s = r[a] - alpha[a, None] * v[a]
+        s = r[:, cols] - alpha[cols] * v[:, cols]
         shat = precond(s, a)
         t = matvec(shat, a)
-        omega_a = _ratio(_dot(t, s), _dot(t, t), np.ones(len(s), dtype=bool))
-        x[a] += alpha[a, None] * phat + omega_a[:, None] * shat
-        r[a] = s - omega_a[:, None] * t
+        omega_a = _ratio(_dot(t, s), _dot(t, t), np.ones(s.shape[1], dtype=bool))
+        x[:, cols] += alpha[cols] * phat + omega_a * shat
+        r[:, cols] = s - omega_a * t
         omega = omega.copy()
-        omega[a] = omega_a
+        omega[cols] = omega_a
         rho = np.where(a, rho_new, rho)
-        res = np.linalg.norm(r, axis=1)
+        res = np.linalg.norm(r, axis=0)
         breakdown = a & ((omega == 0) | ~np.isfinite(res))
         active = a & (res > target) & ~breakdown
     # The recursively updated residual can drift from the true one: judge by the true residual,
     # allowing it twice the target.
-    residual = np.linalg.norm(b - matvec(x, np.ones(S, dtype=bool)), axis=1)
+    residual = np.linalg.norm(b - matvec(x, np.ones(S, dtype=bool)), axis=0)
     converged = np.isfinite(residual) & (residual <= 2.0 * target)
     return x, converged, it

@@ -85,20 +85,23 @@ class _Linearised:
             self.factors.append(analysis.factorize(J))
 
     def solve(self, r: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
-        """Apply the inverse linearised matrix of each system's tile to the rows of ``r``."""
+        """Apply each system's tile's inverse linearised matrix to its column of ``r`` (N, S)."""
+        tiles = np.unique(tile_pos)
+        if len(tiles) == 1:
+            return self.factors[tiles[0]].solve(np.ascontiguousarray(r))
         out = np.empty_like(r)
-        for k in np.unique(tile_pos):
-            rows = np.flatnonzero(tile_pos == k)
-            out[rows] = self.factors[k].solve(np.ascontiguousarray(r[rows].T)).T
+        for k in tiles:
+            cols = np.flatnonzero(tile_pos == k)
+            out[:, cols] = self.factors[k].solve(r[:, cols])
         return out
 
     def initial(self, vk: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
         """Free-node voltages of the linearised tiles for fixed voltages ``vk`` ``(S, n_fixed)``."""
-        rhs = np.empty((len(vk), self.plan.n_free))
+        rhs = np.empty((self.plan.n_free, len(vk)))
         for k in np.unique(tile_pos):
-            rows = np.flatnonzero(tile_pos == k)
-            rhs[rows] = -(self.coupling[k] @ vk[rows].T).T
-        return self.solve(rhs, tile_pos)
+            cols = np.flatnonzero(tile_pos == k)
+            rhs[:, cols] = -(self.coupling[k] @ vk[cols].T)
+        return self.solve(rhs, tile_pos).T
 
 
 def _data(plan: Plan, p, q):
@@ -149,45 +152,78 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options) -> np.ndarray:
     return alpha
 
 
-def _step(plan: Plan, J, f, tile_idx, lin: _Linearised | None, tile_pos, opts: _Options):
+class _Jacobian:
+    """The Jacobians of the active systems, as an operator and, on demand, as one matrix.
+
+    Newton-Krylov needs only products ``J x``, which the branch partials give directly
+    (``F'(v) x = incidence @ (p x_a + q x_b)``) without assembling ``J``; the block-diagonal matrix
+    is built only for direct solves. Nodes whose Jacobian row is empty are held (see
+    :func:`_hold_floating`): their rows act as the identity.
+    """
+
+    def __init__(self, plan: Plan, bv, f: np.ndarray):
+        self.plan, self.bv = plan, bv
+        nf = plan.n_free
+        inc = plan.incidence[:nf]
+        diag = np.asarray((inc > 0) @ bv.p.T - (inc < 0) @ bv.q.T).T  # sum of p at a, -q at b
+        held = diag == 0
+        f[held] = 0.0
+        # systems last, (E, S) and (nf, S), for the products of the Krylov solver
+        self.pt, self.qt = np.ascontiguousarray(bv.p.T), np.ascontiguousarray(bv.q.T)
+        self.held_t = np.ascontiguousarray(held.T)
+
+    def matvec(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``J_s x_s`` for the columns ``x`` ``(nf, S')`` of the systems in ``mask``."""
+        plan = self.plan
+        if mask.all():
+            p, q, held = self.pt, self.qt, self.held_t
+        else:
+            p, q, held = self.pt[:, mask], self.qt[:, mask], self.held_t[:, mask]
+        full = np.concatenate([x, np.zeros((plan.n_fixed, x.shape[1]))], axis=0)
+        branch = p * full[plan.a]
+        branch += q * full[plan.b]
+        y = plan.incidence[: plan.n_free] @ branch
+        y[held] = x[held]
+        return y
+
+    def matrix(self, rows: np.ndarray):
+        data = _data(self.plan, self.bv.p[rows], self.bv.q[rows])
+        _hold_floating(self.plan, data)
+        return self.plan.block_diagonal(data)
+
+
+def _step(plan: Plan, jac: _Jacobian, f, lin: _Linearised | None, tile_pos, opts: _Options):
     """Newton updates ``J dv = -f`` for all active systems; returns dv and the method used."""
-    S, nf = f.shape
+    S = len(f)
     if lin is not None:
-        Jr = J.tocsr()
-
-        def matvec(x, mask):
-            full = np.zeros((S, nf))
-            full[mask] = x
-            return (Jr @ full.ravel()).reshape(S, nf)[mask]
-
         def precond(r, mask):
             return lin.solve(r, tile_pos[mask])
 
-        dv, ok, _ = bicgstab_many(matvec, precond, -f, rtol=opts.krylov_rtol,
-                                  maxiter=opts.krylov_maxiter)
+        dv, ok, _ = bicgstab_many(jac.matvec, precond, -np.ascontiguousarray(f.T),
+                                  rtol=opts.krylov_rtol, maxiter=opts.krylov_maxiter)
+        dv = np.ascontiguousarray(dv.T)
         if ok.all():
             return dv, "newton-krylov"
         bad = np.flatnonzero(~ok)
-        dv[bad] = _direct(plan, J, f, bad, opts)
+        dv[bad] = _direct(plan, jac.matrix(bad), f[bad], opts)
         return dv, "newton-krylov+direct"
-    return _direct(plan, J, f, np.arange(S), opts), "newton"
+    return _direct(plan, jac.matrix(np.arange(S)), f, opts), "newton"
 
 
-def _direct(plan: Plan, J, f, rows, opts: _Options):
-    """Solve the systems ``rows`` with their own factorisations (one block-diagonal matrix)."""
+def _direct(plan: Plan, J, f, opts: _Options):
+    """Solve the systems of ``f`` with their own factorisations (one block-diagonal matrix ``J``)."""
     nf = plan.n_free
-    if len(rows) != len(f):
-        idx = (rows[:, None] * nf + np.arange(nf)).ravel()
-        J = J[idx][:, idx]
     method = "superlu" if not plan.symmetric or opts.solver == "superlu" else "auto"
     try:
-        factor = solvers.factorize(J.tocsc(), method, symmetric=plan.symmetric,
-                                   natural=plan.ordered)
+        factor = solvers.factorize(J, method, symmetric=plan.symmetric, natural=plan.ordered)
     except np.linalg.LinAlgError:
-        factor = solvers.factorize(J.tocsc(), "superlu")
-    except RuntimeError:  # SuperLU: exactly singular
-        return np.full((len(rows), nf), np.nan)
-    return factor.solve(-f[rows].ravel()).reshape(len(rows), nf)
+        try:
+            factor = solvers.factorize(J, "superlu")
+        except RuntimeError:  # SuperLU: exactly singular
+            return np.full((len(f), nf), np.nan)
+    except RuntimeError:
+        return np.full((len(f), nf), np.nan)
+    return factor.solve(-f.ravel()).reshape(len(f), nf)
 
 
 def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: float = 0.0):
@@ -223,10 +259,8 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
             sub = _take_rows(sub, np.flatnonzero(keep))
         if not len(active) or it > opts.max_iter:
             break
-        data = _data(plan, bv.p, bv.q)
-        _hold_floating(plan, data, f)
-        J = plan.block_diagonal(data)
-        dv, method = _step(plan, J, f, tile_idx[active], lin, tile_pos[active], opts)
+        jac = _Jacobian(plan, bv, f)
+        dv, method = _step(plan, jac, f, lin, tile_pos[active], opts)
         methods.add(method)
         ok_step = np.isfinite(dv).all(axis=1)
         alpha = _limit(plan, sub, v[active], np.nan_to_num(dv), tile_idx[active], opts)
