@@ -173,7 +173,7 @@ def _merge_zero_resistors(circuit: Circuit, zero: np.ndarray):
     _, labels = csgraph.connected_components(adj, directed=False)
     fixed = np.arange(n - n_fixed, n)
     fixed_labels = labels[fixed]
-    uniq, first, counts = np.unique(fixed_labels, return_index=True, return_counts=True)
+    uniq, counts = np.unique(fixed_labels, return_counts=True)
     if np.any(counts > 1):
         label = uniq[counts > 1][0]
         both = fixed[fixed_labels == label][:2]

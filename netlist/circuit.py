@@ -12,8 +12,9 @@ sources: the word-line drivers, then the sense nodes). Everything else is unknow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import networkx as nx
 import numpy as np

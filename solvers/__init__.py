@@ -18,10 +18,10 @@ from .iterative import cg, jacobi
 from .result import SolveResult, backward_error
 
 __all__ = [
-    "Analysis",
-    "Factor",
     "MAX_DENSE",
     "SOLVERS",
+    "Analysis",
+    "Factor",
     "SolveResult",
     "analyze",
     "backward_error",

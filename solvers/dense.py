@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from .result import SolveResult, backward_error
 
-__all__ = ["solve_dense", "MAX_DENSE"]
+__all__ = ["MAX_DENSE", "solve_dense"]
 
 MAX_DENSE = 20_000
 

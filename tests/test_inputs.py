@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from circuitsim.netlist import BranchGroup, Circuit, find_floating
 
 import circuitsim as cs
 from circuitsim.mna import plans
-from circuitsim.netlist import BranchGroup, Circuit, find_floating
 
 G = np.full((3, 2), 1e-4)
 
@@ -24,8 +24,8 @@ G = np.full((3, 2), 1e-4)
         ({"g": G, "v_sense": np.nan}, r"v_sense is nan"),
         ({"g": np.zeros((0, 3))}, r"g has shape \(0, 3\): a tile needs at least one row"),
         ({"g": np.ones(3)}, r"g has shape \(3,\); expected \(m, n\) or \(B, m, n\)"),
-        ({"g": G, "r_wl": np.ones((2, 2))}, r"r_wl has shape \(2, 2\), which does not broadcast "
-         r"to the tile shape \(3, 2\)"),
+        ({"g": G, "r_wl": np.ones((2, 2))}, (r"r_wl has shape \(2, 2\), which does not broadcast "
+                                             r"to the tile shape \(3, 2\)")),
         ({"g": G, "r_source": np.ones(2)}, r"r_source has shape \(2,\).*\(3,\)"),
         ({"g": G, "drive": "right"}, r"drive must be one of"),
         ({"g": G, "v_gate": 1.0}, r"v_gate is given but access is None"),

@@ -154,7 +154,7 @@ def test_invariants(case):
     tile, v = case
     sol = cs.solve(tile, v)
     # KCL: what does not balance is round-off of the terms G v summed at a node.
-    r = np.concatenate([tile.r_wl.ravel(), tile.r_bl.ravel(), tile.r_source.ravel()])
+    r = np.concatenate([x.ravel() for x in (tile.r_wl, tile.r_bl, tile.r_source, tile.r_sense)])
     g_max = max(1.0 / r[r > 0].min() if np.any(r > 0) else 0.0, tile.g.max())
     terms = 4 * g_max * max(np.abs(v).max(), np.abs(tile.v_sense).max())
     assert np.all(sol.residual <= 1e-13 * terms + 1e-18)
@@ -237,7 +237,7 @@ def test_batch_with_different_zero_patterns(rng):
 
 def test_chunked_batches_match(rng, monkeypatch):
     """Tiles split over several block-diagonal factorisations give the same answers."""
-    import circuitsim.engine as engine
+    from circuitsim import engine
 
     g = rng.uniform(1e-6, 1e-3, (5, 4, 4))
     v = rng.uniform(0, 1, (5, 3, 4))

@@ -10,7 +10,7 @@ from scipy.optimize import brentq
 
 import circuitsim as cs
 
-ACCESS = dict(vto=0.5, kp=2e-4, lambda_=0.01, w=1e-6, l=0.1e-6)
+ACCESS = {"vto": 0.5, "kp": 2e-4, "lambda_": 0.01, "w": 1e-6, "l": 0.1e-6}
 
 
 def shichman_hodges(vd, vs, vg, vto, kp, lambda_, w, l):
@@ -106,7 +106,7 @@ def nonlinear_tiles(draw):
     if isinstance(device, cs.devices.StanfordPKU):
         g = rng.uniform(1e-6, 1e-3, (m, n))
     one_t = draw(st.booleans())
-    kwargs = dict(access=cs.devices.Level1(**ACCESS), v_gate=rng.choice([0.0, 1.2, 1.8], (m, 1)))
+    kwargs = {"access": cs.devices.Level1(**ACCESS), "v_gate": rng.choice([0.0, 1.2, 1.8], (m, 1))}
     r = st.one_of(st.just(0.0), st.floats(1e-6, 5.0))
     tile = cs.crossbar(g, draw(r), draw(r), draw(r), draw(r), device=device,
                        **(kwargs if one_t else {}))
@@ -161,7 +161,7 @@ def test_batched_equals_one_by_one():
     g = rng.uniform(1e-6, 1e-4, (3, 6, 5))
     vg = rng.choice([0.0, 1.8], (3, 6, 1))
     v = rng.uniform(-1, 1, (3, 4, 6))
-    kw = dict(device=cs.devices.Sinh(a=4.0), access=cs.devices.Level1(**ACCESS))
+    kw = {"device": cs.devices.Sinh(a=4.0), "access": cs.devices.Level1(**ACCESS)}
     batched = cs.solve(cs.crossbar(g, 1.0, 2.0, 5.0, 3.0, v_gate=vg, **kw), v)
     for b in range(3):
         single = cs.solve(cs.crossbar(g[b], 1.0, 2.0, 5.0, 3.0, v_gate=vg[b], **kw), v[b])
