@@ -8,6 +8,7 @@ writer exports.
 from .checks import as_float_array, broadcast_param, check_finite, check_nonnegative
 from .circuit import BranchGroup, Circuit, FloatingNodeError, find_floating
 from .crossbar import Tile, crossbar
+from .spice import to_spice
 
 __all__ = [
     "BranchGroup",
@@ -20,4 +21,5 @@ __all__ = [
     "check_nonnegative",
     "crossbar",
     "find_floating",
+    "to_spice",
 ]
