@@ -18,10 +18,27 @@ __all__ = ["main"]
 
 #: Options of ``validate`` that describe a user tile, with their types.
 _TILE_OPTIONS = {
-    "rows": int, "cols": int, "r_wl": float, "r_bl": float, "r_source": float, "r_sense": float,
-    "v_sense": float, "g_min": float, "g_max": float, "v_min": float, "v_max": float,
-    "a": float, "a_neg": float, "k_neg": float, "v_gate": float, "vto": float, "kp": float,
-    "lambda": float, "w": float, "l": float, "seed": int,
+    "rows": int,
+    "cols": int,
+    "r_wl": float,
+    "r_bl": float,
+    "r_source": float,
+    "r_sense": float,
+    "v_sense": float,
+    "g_min": float,
+    "g_max": float,
+    "v_min": float,
+    "v_max": float,
+    "a": float,
+    "a_neg": float,
+    "k_neg": float,
+    "v_gate": float,
+    "vto": float,
+    "kp": float,
+    "lambda": float,
+    "w": float,
+    "l": float,
+    "seed": int,
 }
 
 
@@ -29,18 +46,29 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="circuitsim", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     val = sub.add_parser(
-        "validate", help="cross-check circuitsim against ngspice",
+        "validate",
+        help="cross-check circuitsim against ngspice",
         description="Cross-check circuitsim against ngspice on the built-in suite and on user "
         "tiles. Exit status: 0 all agree, 1 a case disagrees or fails, 2 usage error or no "
-        "ngspice.")
-    val.add_argument("--config", type=Path, action="append", default=[],
-                     help="JSON file: one tile spec, a list of specs, or {\"cases\": [...]} "
-                     "(keys as the tile options below, plus name, g, v_in)")
+        "ngspice.",
+    )
+    val.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        help='JSON file: one tile spec, a list of specs, or {"cases": [...]} '
+        "(keys as the tile options below, plus name, g, v_in)",
+    )
     val.add_argument("--no-builtin", action="store_true", help="skip the built-in suite")
     val.add_argument("--only", default=None, help="run only cases whose name contains this")
     val.add_argument("--write-decks", type=Path, metavar="DIR", help="write each case's deck here")
-    val.add_argument("--backend", choices=("auto", "shared", "cli"), default="auto",
-                     help="ngspice through PySpice's shared library, the command line, or auto")
+    val.add_argument(
+        "--backend",
+        choices=("auto", "shared", "cli"),
+        default="auto",
+        help="ngspice through PySpice's shared library, the command line, or auto",
+    )
     val.add_argument("--timeout", type=float, default=120.0, help="seconds per ngspice run")
     tile = val.add_argument_group("user tile (any of these adds one case)")
     for name, kind in _TILE_OPTIONS.items():
@@ -70,10 +98,19 @@ def _table(outcomes) -> str:
     rows = [("case", "size", "rel err V", "rel err I", "ngspice s", "circuitsim s", "result")]
     for o in outcomes:
         r = o.report
-        nums = ((f"{r.v_rel:.1e}", f"{r.i_rel:.1e}", f"{r.ngspice_s:.3f}", f"{r.circuitsim_s:.3f}")
-                if r is not None else ("-", "-", "-", "-"))
-        rows.append((o.case.name, o.case.size, *nums,
-                     "PASS" if o.passed else f"FAIL ({o.status})" if o.status != "FAIL" else "FAIL"))
+        nums = (
+            (f"{r.v_rel:.1e}", f"{r.i_rel:.1e}", f"{r.ngspice_s:.3f}", f"{r.circuitsim_s:.3f}")
+            if r is not None
+            else ("-", "-", "-", "-")
+        )
+        rows.append(
+            (
+                o.case.name,
+                o.case.size,
+                *nums,
+                "PASS" if o.passed else f"FAIL ({o.status})" if o.status != "FAIL" else "FAIL",
+            )
+        )
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -93,8 +130,7 @@ def validate(args) -> int:
     if not cases:
         print("circuitsim validate: no cases to run", file=sys.stderr)
         return 2
-    outcomes = run_cases(cases, backend=args.backend, timeout=args.timeout,
-                         decks=args.write_decks)
+    outcomes = run_cases(cases, backend=args.backend, timeout=args.timeout, decks=args.write_decks)
     print(_table(outcomes))
     for o in outcomes:
         if not o.passed:
@@ -103,9 +139,11 @@ def validate(args) -> int:
     passed = sum(o.passed for o in outcomes)
     line = f"{len(outcomes)} cases: {passed} passed, {len(outcomes) - passed} failed"
     if reports:
-        line += (f"; ngspice {sum(r.ngspice_s for r in reports):.2f} s "
-                 f"({reports[0].backend}, ngspice {reports[0].version}), "
-                 f"circuitsim {sum(r.circuitsim_s for r in reports):.2f} s")
+        line += (
+            f"; ngspice {sum(r.ngspice_s for r in reports):.2f} s "
+            f"({reports[0].backend}, ngspice {reports[0].version}), "
+            f"circuitsim {sum(r.circuitsim_s for r in reports):.2f} s"
+        )
     print(line)
     if args.write_decks:
         print(f"decks written to {args.write_decks}")
