@@ -38,9 +38,10 @@ def tile_plans(tile: Tile) -> list[Plan]:
     return cached
 
 
-def _linear_solve(plan: Plan, J, rhs, solver: str, analyses: dict, options: dict):
+def _linear_solve(plan: Plan, J, rhs, solver: str, options: dict):
     if solver in ("direct", "superlu", "cholmod"):
-        key = J.shape
+        analyses = plan.analyses
+        key = (solver, J.shape)
         if key not in analyses:
             method = "auto" if solver == "direct" else solver
             # With the unknowns in nested-dissection order, CHOLMOD's simplicial factorisation
@@ -110,7 +111,6 @@ def _solve_linear_plan(plan: Plan, vk: np.ndarray, solver: str, options: dict, r
     ok = np.ones((Bp, K), dtype=bool)
     worst = np.zeros((Bp, K), dtype=np.int64)
     chunk = max(1, CHUNK_UNKNOWNS // max(nf, 1))
-    analyses: dict = {}
     method = "none (every node is fixed)"
     for c0 in range(0, Bp if nf else 0, chunk):
         sel = slice(c0, min(c0 + chunk, Bp))
@@ -118,7 +118,7 @@ def _solve_linear_plan(plan: Plan, vk: np.ndarray, solver: str, options: dict, r
         J = plan.jacobian(bv.p[sel], bv.q[sel])
         C = plan.coupling(bv.p[sel], bv.q[sel])
         rhs = -(C @ vk[sel].transpose(0, 2, 1).reshape(c * nk, K))
-        x, method = _linear_solve(plan, J, rhs, solver, analyses, options)
+        x, method = _linear_solve(plan, J, rhs, solver, options)
         v_red[sel, :, :nf] = x.reshape(c, nf, K).transpose(0, 2, 1)
         # J is symmetric: its CSC arrays read as CSR are J itself, and CSR products are faster.
         Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape) if plan.symmetric else J

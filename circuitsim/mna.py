@@ -18,7 +18,9 @@ returns them as one block-diagonal matrix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,6 +75,9 @@ class Plan:
         all branches at the node itself instead.
     symmetric : bool
         Whether every Jacobian of this plan is symmetric (no transistors).
+    analyses : dict
+        Symbolic factorisations of this pattern (by solver and matrix size), shared by every plan
+        of the same topology.
     """
 
     circuit: Circuit
@@ -95,6 +100,7 @@ class Plan:
     fixed_nets: sp.csr_matrix
     shared_fixed: np.ndarray
     symmetric: bool
+    analyses: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_fixed(self) -> int:
@@ -303,8 +309,44 @@ def _fixed_nets(circuit, ra, rb, n_free, n_red):
     return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_fixed, n_red)), shared
 
 
+#: Plans by topology, most recent last: tiles of one shape and zero pattern share their analysis
+#: (index arrays, ordering, symbolic factorisations). Bounded, since a plan of a 1024 x 1024 tile
+#: holds some hundred megabytes.
+_TOPOLOGIES: OrderedDict = OrderedDict()
+TOPOLOGY_CACHE_SIZE = 4
+
+
+def _topology_key(circuit: Circuit, zero: np.ndarray) -> bytes:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(np.array([circuit.n_nodes, circuit.n_fixed]).tobytes())
+    for group in circuit.groups:
+        digest.update(group.kind.encode())
+        digest.update(np.ascontiguousarray(group.a).tobytes())
+        digest.update(np.ascontiguousarray(group.b).tobytes())
+    if circuit.coords is not None:
+        digest.update(np.ascontiguousarray(circuit.coords).tobytes())
+    digest.update(np.packbits(zero).tobytes())
+    return digest.digest()
+
+
 def plans(circuit: Circuit) -> list[Plan]:
-    """One plan per distinct zero-resistance pattern among the tiles of the batch."""
+    """One plan per distinct zero-resistance pattern among the tiles of the batch.
+
+    A plan of the same topology analysed before is reused, bound to this circuit and its tiles.
+    """
     zero = circuit.groups[0].value == 0
     first, inverse = unique_rows(zero)
-    return [analyze(circuit, np.flatnonzero(inverse == k), zero[t]) for k, t in enumerate(first)]
+    out = []
+    for k, t in enumerate(first):
+        tiles = np.flatnonzero(inverse == k)
+        key = _topology_key(circuit, zero[t])
+        template = _TOPOLOGIES.get(key)
+        if template is None:
+            template = analyze(circuit, tiles, zero[t])
+            _TOPOLOGIES[key] = template
+            while len(_TOPOLOGIES) > TOPOLOGY_CACHE_SIZE:
+                _TOPOLOGIES.popitem(last=False)
+        else:
+            _TOPOLOGIES.move_to_end(key)
+        out.append(replace(template, circuit=circuit, tiles=tiles))
+    return out

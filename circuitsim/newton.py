@@ -81,8 +81,11 @@ class _Linearised:
             data = _data(plan, bv.p[k : k + 1], bv.q[k : k + 1])
             _hold_floating(plan, data)
             J = plan.block_diagonal(data)
-            analysis = solvers.analyze(J, method, symmetric=True, natural=plan.ordered)
-            self.factors.append(analysis.factorize(J))
+            key = ("linearised", method, J.shape)
+            if key not in plan.analyses:  # one symbolic analysis per topology
+                plan.analyses[key] = solvers.analyze(J, method, symmetric=True,
+                                                     natural=plan.ordered)
+            self.factors.append(plan.analyses[key].factorize(J))
 
     def solve(self, r: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
         """Apply each system's tile's inverse linearised matrix to its column of ``r`` (N, S)."""
