@@ -289,3 +289,16 @@ def test_iterative_failure_raises(rng):
         tile, np.ones(10), solver="cg", solver_options={"maxiter": 2}, on_fail="mask"
     )
     assert not masked.converged
+
+
+def test_tiles_of_one_topology_share_their_analysis(rng):
+    g1, g2 = rng.uniform(1e-6, 1e-3, (2, 6, 5))
+    v = rng.uniform(0, 1, 6)
+    a, b = cs.crossbar(g1, 1.0, 2.0), cs.crossbar(g2, 3.0, 0.5)
+    plan_a, plan_b = tile_plans(a)[0], tile_plans(b)[0]
+    assert plan_a.indices is plan_b.indices and plan_a.analyses is plan_b.analyses
+    assert plan_b.circuit is b.circuit  # values come from the tile itself
+    np.testing.assert_allclose(cs.solve(b, v).i_out, cs.solve(cs.crossbar(g2, 3.0, 0.5), v,
+                                                              solver="dense").i_out, rtol=1e-12)
+    zero_wl = tile_plans(cs.crossbar(g1, 0.0, 2.0))[0]
+    assert zero_wl.n_free < plan_a.n_free and zero_wl.indices is not plan_a.indices
