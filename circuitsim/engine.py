@@ -90,54 +90,69 @@ def node_name(plan: Plan, reduced: int) -> str:
 
 
 def _solve_linear_plan(plan: Plan, vk: np.ndarray, solver: str, options: dict, reltol: float,
-                       abstol: float):
+                       abstol: float, voltages: bool = True):
     """Solve the linear tiles of ``plan`` for fixed voltages ``vk`` ``(Bp, K, n_fixed)``.
 
     Each chunk of tiles is one block-diagonal matrix, factored once for all ``K`` right-hand sides.
     The KCL audit uses the matrices themselves: the residual ``r = J x - b`` is the current left
     over at each unknown node, and it must satisfy ``|r| <= reltol (|J| |x| + |b|) + abstol``
-    (a componentwise backward error, as LAPACK's refinement uses).
+    (a componentwise backward error, as LAPACK's refinement uses). The currents at the fixed
+    nodes come from :meth:`Plan.fixed_operator`, one sparse product.
 
-    Returns reduced voltages ``(Bp * K, n_red)``, residual ``(Bp * K,)``, pass flags, worst
-    nodes, and the solver's name.
+    Returns node voltages ``(Bp, K, n_nodes)`` (None unless ``voltages``), fixed-node currents
+    ``(Bp, K, n_fixed)``, residual, pass flags and worst nodes ``(Bp * K,)``, and the solver.
     """
     tiles = plan.tiles
     Bp, K, nk = vk.shape
     nf = plan.n_free
-    bv = branch_values(plan, np.zeros((Bp, nf + nk)), tiles)  # partials do not depend on v
-    v_red = np.empty((Bp, K, nf + nk))
-    v_red[:, :, nf:] = vk
+    n_red = nf + nk
+    bv = branch_values(plan, np.zeros((Bp, n_red)), tiles)  # partials do not depend on v
+    v_nodes = np.empty((Bp, K, len(plan.node_map))) if voltages else None
+    fixed = np.empty((Bp, K, nk))
     residual = np.zeros((Bp, K))
     ok = np.ones((Bp, K), dtype=bool)
     worst = np.zeros((Bp, K), dtype=np.int64)
     chunk = max(1, CHUNK_UNKNOWNS // max(nf, 1))
-    method = "none (every node is fixed)"
-    for c0 in range(0, Bp if nf else 0, chunk):
+    method = "none (every node is fixed)" if not nf else ""
+    for c0 in range(0, Bp, chunk):
         sel = slice(c0, min(c0 + chunk, Bp))
         c = sel.stop - sel.start
-        J = plan.jacobian(bv.p[sel], bv.q[sel])
-        C = plan.coupling(bv.p[sel], bv.q[sel])
-        rhs = -(C @ vk[sel].transpose(0, 2, 1).reshape(c * nk, K))
-        x, method = _linear_solve(plan, J, rhs, solver, options)
-        v_red[sel, :, :nf] = x.reshape(c, nf, K).transpose(0, 2, 1)
-        # J is symmetric: its CSC arrays read as CSR are J itself, and CSR products are faster.
-        Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape) if plan.symmetric else J
-        r = np.abs(Jr @ x - rhs)
-        excess = r - reltol * (abs(Jr) @ np.abs(x) + np.abs(rhs)) - abstol
-        residual[sel] = r.reshape(c, nf, K).max(axis=1)
-        excess = excess.reshape(c, nf, K)
-        ok[sel] = excess.max(axis=1) <= 0
-        if not ok[sel].all():
-            worst[sel] = excess.argmax(axis=1)
-    return v_red.reshape(Bp * K, -1), residual.ravel(), ok.ravel(), worst.ravel(), method
+        vk_t = vk[sel].transpose(0, 2, 1)  # (c, n_fixed, K): systems last
+        V = np.empty((c, n_red, K))
+        V[:, nf:] = vk_t
+        if nf:
+            J = plan.jacobian(bv.p[sel], bv.q[sel])
+            C = plan.coupling(bv.p[sel], bv.q[sel])
+            rhs = -(C @ vk_t.reshape(c * nk, K))
+            x, method = _linear_solve(plan, J, rhs, solver, options)
+            V[:, :nf] = x.reshape(c, nf, K)
+            # J is symmetric: its CSC arrays read as CSR are J itself; CSR products are faster.
+            Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape)
+            r = Jr @ x
+            r -= rhs
+            np.abs(r, out=r)
+            bound = abs(Jr) @ np.abs(x)
+            bound += np.abs(rhs)
+            bound *= reltol
+            bound += abstol
+            residual[sel] = r.reshape(c, nf, K).max(axis=1)
+            ok[sel] = (r <= bound).reshape(c, nf, K).all(axis=1)
+            if not ok[sel].all():
+                worst[sel] = (r - bound).reshape(c, nf, K).argmax(axis=1)
+        Q = plan.fixed_operator(bv.p[sel])
+        fixed[sel] = (Q @ V.reshape(c * n_red, K)).reshape(c, nk, K).transpose(0, 2, 1)
+        if voltages:
+            v_nodes[sel] = V[:, plan.node_map, :].transpose(0, 2, 1)
+    return v_nodes, fixed, residual.ravel(), ok.ravel(), worst.ravel(), method
 
 
 def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol: float,
-               on_fail: str, options: dict, newton_options: dict):
-    """Solve every tile and input; returns full node voltages, fixed currents and diagnostics."""
+               on_fail: str, options: dict, newton_options: dict, voltages: bool = True):
+    """Solve every tile and input; returns node voltages (None unless ``voltages``), fixed-node
+    currents and diagnostics."""
     B, K, nk = vk.shape
     circuit = tile.circuit
-    v_nodes = np.empty((B, K, circuit.n_nodes))
+    v_nodes = np.empty((B, K, circuit.n_nodes)) if voltages else None
     i_fixed = np.empty((B, K, nk))
     residual = np.empty((B, K))
     converged = np.empty((B, K), dtype=bool)
@@ -146,12 +161,12 @@ def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol
     for plan in tile_plans(tile):
         tiles = plan.tiles
         tile_idx = np.repeat(tiles, K)
+        v_red = None
         if tile.is_linear:
-            v_red, res, ok, worst, method = _solve_linear_plan(
-                plan, vk[tiles], solver, options, reltol, abstol
+            v_plan, fixed, res, ok, worst, method = _solve_linear_plan(
+                plan, vk[tiles], solver, options, reltol, abstol, voltages
             )
             its = np.ones(len(tile_idx), dtype=np.int64)
-            fixed = plan.fixed_currents(branch_values(plan, v_red, tile_idx, skip_resistors=True).i)
         else:
             from .newton import solve_newton
 
@@ -171,7 +186,9 @@ def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol
                 + (" (Newton did not converge)" if its[s] < 0 else ""),
                 tile=int(tile_idx[s]), input=int(s % K), node=node, residual=float(res[s]),
             )
-        v_nodes[tiles] = plan.expand_voltages(v_red).reshape(len(tiles), K, -1)
+        if voltages:
+            v_nodes[tiles] = (v_plan if v_red is None
+                              else plan.expand_voltages(v_red).reshape(len(tiles), K, -1))
         i_fixed[tiles] = fixed.reshape(len(tiles), K, nk)
         residual[tiles] = res.reshape(len(tiles), K)
         converged[tiles] = ok.reshape(len(tiles), K)
@@ -286,7 +303,7 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
     options = {"rtol": 1e-13} if solver == "cg" else {}
     _, i_fixed, *_ = _solve_all(
         tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail="raise", options=options,
-        newton_options={},
+        newton_options={}, voltages=False,
     )
     T = np.ascontiguousarray(-i_fixed[..., tile.m:].transpose(0, 2, 1))
     return T if tile.batched else T[0]

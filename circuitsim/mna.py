@@ -166,6 +166,27 @@ class Plan:
             out[:, self.shared_fixed] += f_res
         return np.asarray(out)
 
+    def fixed_operator(self, p: np.ndarray) -> sp.csr_matrix:
+        """For linear branches of conductances ``p`` ``(S, E)``: the currents leaving the fixed
+        nodes as a matrix of the reduced voltages, block-diagonal over the ``S`` systems,
+        ``(S n_fixed, S n_red)``; the same sums as :meth:`fixed_currents`."""
+        maps = self.analyses.get("fixed_map")
+        if maps is None:
+            nr, E, n_red = self.n_res, len(self.a), self.n_free + self.n_fixed
+            e = np.arange(E)
+            diff = sp.csr_matrix(
+                (np.concatenate([np.ones(E), -np.ones(E)]),
+                 (np.concatenate([e, e]), np.concatenate([self.a, self.b]))), shape=(E, n_red))
+            shared = sp.diags(self.shared_fixed.astype(float))
+            at_fixed = self.incidence[self.n_free:]
+            gather = sp.hstack([shared @ at_fixed[:, :nr],
+                                self.fixed_nets @ self.incidence[:, nr:]]).tocsr()
+            maps = self.analyses["fixed_map"] = (gather, diff)
+        gather, diff = maps
+        eye = sp.identity(len(p), format="csr")
+        return (sp.kron(eye, gather, format="csr") @ sp.diags(p.ravel())
+                @ sp.kron(eye, diff, format="csr"))
+
     def expand_voltages(self, v_red: np.ndarray) -> np.ndarray:
         """Voltages of all circuit nodes ``(S, n_nodes)`` from reduced ones ``(S, n_red)``."""
         return v_red[:, self.node_map]
