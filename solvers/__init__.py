@@ -13,7 +13,15 @@ right-hand sides as columns. :func:`get_solver` maps a name to one:
 from functools import partial
 
 from .dense import MAX_DENSE, solve_dense
-from .direct import Analysis, Factor, analyze, cholmod_available, factorize, solve_direct
+from .direct import (
+    Analysis,
+    Factor,
+    analyze,
+    cholmod_available,
+    factorize,
+    schur_complement,
+    solve_direct,
+)
 from .iterative import cg, jacobi
 from .result import SolveResult, backward_error
 
@@ -30,6 +38,7 @@ __all__ = [
     "factorize",
     "get_solver",
     "jacobi",
+    "schur_complement",
     "solve_dense",
     "solve_direct",
 ]

@@ -16,7 +16,15 @@ import scipy.sparse.linalg as spla
 
 from .result import SolveResult, backward_error
 
-__all__ = ["Analysis", "Factor", "analyze", "cholmod_available", "factorize", "solve_direct"]
+__all__ = [
+    "Analysis",
+    "Factor",
+    "analyze",
+    "cholmod_available",
+    "factorize",
+    "schur_complement",
+    "solve_direct",
+]
 
 try:  # optional: CHOLMOD through scikit-sparse (pip extra "cholmod")
     from sksparse import cholmod as _cholmod
@@ -114,3 +122,36 @@ def solve_direct(A, b, method: str = "auto", *, symmetric: bool = False, rtol: f
     x = factor.solve(b)
     res = backward_error(A, x, b)
     return SolveResult(x, bool(np.all(res <= rtol)), 1, res, factor.method)
+
+
+def schur_complement(A, k: int, *, symmetric: bool = False) -> np.ndarray:
+    """Dense Schur complement of ``A`` onto its last ``k`` unknowns: ``A_bb - A_bi A_ii^-1 A_ib``.
+
+    Its inverse is the block of ``A^-1`` on those unknowns. For a symmetric positive definite
+    ``A`` with CHOLMOD, one factorisation in the given order yields it: with
+    ``A = L D L^T`` and the last ``k`` unknowns last, the trailing block is ``L_bb D_bb L_bb^T``.
+    Order the other unknowns for low fill first (the trailing ``k`` become a dense block).
+    Otherwise SuperLU factors ``A_ii`` and solves ``k`` right-hand sides.
+    """
+    A = sp.csc_matrix(A)
+    n = A.shape[0]
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in 1..{n}, got {k}")
+    nb = n - k
+    if symmetric and _cholmod is not None:
+        try:
+            factor = _cholmod.cholesky(A, mode="simplicial", ordering_method="natural")
+        except _cholmod.CholmodNotPositiveDefiniteError as exc:
+            raise np.linalg.LinAlgError(f"matrix is not positive definite: {exc}") from None
+        L, D = factor.L_D()
+        L_bb = L[nb:, nb:].toarray()
+        return (L_bb * D.diagonal()[nb:]) @ L_bb.T
+    A_bb = A[nb:, nb:].toarray()
+    if nb == 0:
+        return A_bb
+    A_ib = A[:nb, nb:].toarray()
+    try:
+        lu = spla.splu(A[:nb, :nb].tocsc(), permc_spec="COLAMD")
+    except RuntimeError as exc:
+        raise np.linalg.LinAlgError(str(exc)) from None
+    return A_bb - A[nb:, :nb] @ lu.solve(A_ib)
