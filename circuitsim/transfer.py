@@ -64,7 +64,7 @@ def schur_transfer(plan: Plan, m: int, n: int) -> np.ndarray:
     tiles = plan.tiles
     nf, nk = plan.n_free, plan.n_fixed
     bv = branch_values(plan, np.zeros((len(tiles), nf + nk)), tiles)
-    boundary, perm, values, indices, indptr = _permutation(plan)
+    boundary, _, values, indices, indptr = _permutation(plan)
     k = len(boundary)
     T = np.empty((len(tiles), n, m))
     data = np.ascontiguousarray((plan.scatter_p @ bv.p.T + plan.scatter_q @ bv.q.T).T)

@@ -307,7 +307,7 @@ def test_tiles_of_one_topology_share_their_analysis(rng):
 @pytest.mark.parametrize("r_sense", [0.0, 1e-6, 10.0])
 def test_transfer_by_schur_complement_matches_unit_solves(r_sense, rng, monkeypatch):
     pytest.importorskip("sksparse")
-    import circuitsim.engine as engine
+    from circuitsim import engine
     from circuitsim.transfer import schur_transfer
 
     g = rng.uniform(1e-6, 1e-4, (2, 9, 7))
@@ -322,7 +322,7 @@ def test_transfer_by_schur_complement_matches_unit_solves(r_sense, rng, monkeypa
 
 def test_transfer_falls_back_when_the_check_fails(rng, monkeypatch):
     pytest.importorskip("sksparse")
-    import circuitsim.transfer as transfer
+    from circuitsim import transfer
 
     g = rng.uniform(1e-6, 1e-4, (5, 4))
     tile = cs.crossbar(g, 1.0, 1.0)
