@@ -19,7 +19,19 @@ import inspect
 
 import numpy as np
 
-from .common import R_WIRE, Row, compare, fmt_mb, fmt_s, not_run, probe, problem, rel_diff, warmup
+from .common import (
+    R_WIRE,
+    Row,
+    clear_caches,
+    compare,
+    fmt_mb,
+    fmt_s,
+    not_run,
+    probe,
+    problem,
+    rel_diff,
+    warmup,
+)
 from .spice import ngspice_path, project_writer, run_ngspice
 
 BENCH = "ngspice nonlinear"
@@ -94,16 +106,18 @@ def spice_case(m: int, kind: str, repeats: int, spice_repeats: int, k: int = K) 
 
     res = compare({"ngspice": ngspice,
                    "cs1": lambda: run_circuitsim(g, v[0], kind),
-                   "csK": lambda: run_circuitsim(g, v, kind)}, max(spice_repeats, 1))
+                   "csK": lambda: run_circuitsim(g, v, kind)}, max(spice_repeats, 1),
+                  setup={"cs1": clear_caches, "csK": clear_caches})
     more = compare({"cs1": lambda: run_circuitsim(g, v[0], kind),
-                    "csK": lambda: run_circuitsim(g, v, kind)}, max(0, repeats - spice_repeats))
+                    "csK": lambda: run_circuitsim(g, v, kind)}, max(0, repeats - spice_repeats),
+                   setup={"cs1": clear_caches, "csK": clear_caches})
     t_s, times_s, i_s = res["ngspice"]
     times1 = res["cs1"][1] + more["cs1"][1]
     timesK = res["csK"][1] + more["csK"][1]
     sol1, solK = res["cs1"][2], res["csK"][2]
     diff1 = rel_diff(sol1.i_out, i_s)
     diffK = rel_diff(solK.i_out[0], i_s)
-    maxrss = max(spice["maxrss"])
+    maxrss = max([x for x in spice["maxrss"] if x is not None], default=None)
     base = {"m": m, "kind": kind, "times_ngspice": times_s, "ngspice_maxrss_mb": maxrss,
             "method": solK.method}
     r1 = Row(BENCH, f"{kind} {m}x{m}, K=1", baseline="ngspice .op", baseline_s=t_s,

@@ -61,6 +61,32 @@ def rel_diff(a, b) -> float:
 # timing
 
 
+#: Average number of cores that *other* processes kept busy during each compare() since the last
+#: call of :func:`take_other_cpu` (the machine is shared: this says how noisy a figure is).
+_OTHER_CPU: list[float] = []
+
+
+def _cpu_snapshot():
+    """(wall, busy CPU seconds of the whole machine, CPU seconds of this process and its
+    waited-for children)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(vals[:8]) - vals[3] - vals[4]) / hz  # all but idle and iowait
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def take_other_cpu() -> float | None:
+    """Largest other-process CPU load (cores) over the compare() calls since the last call."""
+    out = max(_OTHER_CPU) if _OTHER_CPU else None
+    _OTHER_CPU.clear()
+    return out
+
+
 def _timed(fn: Callable[[], Any]):
     gc.collect()
     t0 = time.perf_counter()
@@ -68,26 +94,62 @@ def _timed(fn: Callable[[], Any]):
     return time.perf_counter() - t0, out
 
 
-def compare(fns: dict[str, Callable[[], Any]], repeats: int, *, budget_s: float = 120.0):
+def clear_caches() -> None:
+    """Forget circuitsim's analyses of earlier topologies, so that the next solve is cold.
+
+    circuitsim keeps the analysis (ordering, symbolic factorisation) of recently seen tile
+    topologies and reuses it for any tile of the same shape; a baseline such as badcrossbar has no
+    such cache, so the headline figures time circuitsim cold (this is called, untimed, before
+    each timed run) and report the warm time separately.
+    """
+    try:
+        from circuitsim import mna
+    except ImportError:
+        return
+    cache = getattr(mna, "_TOPOLOGIES", None)
+    if cache is not None:
+        cache.clear()
+    gc.collect()
+
+
+def compare(fns: dict[str, Callable[[], Any]], repeats: int, *, budget_s: float = 120.0,
+            setup: dict[str, Callable[[], Any]] | None = None):
     """Time several callables interleaved; best of ``repeats`` each (fewer if over ``budget_s``).
 
+    ``setup[name]``, if given, runs untimed before each timed call of ``fns[name]``.
     Returns ``{name: (best_time, [times], last_output)}``.
     """
     times = {k: [] for k in fns}
     outs: dict[str, Any] = {}
+    setup = setup or {}
     start = time.perf_counter()
+    snap0 = _cpu_snapshot()
     for r in range(repeats):
         for k, fn in fns.items():
+            if k in setup:
+                setup[k]()
             t, outs[k] = _timed(fn)
             times[k].append(t)
         if r + 1 < repeats and time.perf_counter() - start > budget_s:
             break
+    snap1 = _cpu_snapshot()
+    wall = snap1[0] - snap0[0]
+    if wall > 0.05:
+        _OTHER_CPU.append(max(0.0, ((snap1[1] - snap0[1]) - (snap1[2] - snap0[2])) / wall))
     return {k: (min(times[k]) if times[k] else None, times[k], outs.get(k)) for k in fns}
 
 
-def best_of(fn: Callable[[], Any], repeats: int, *, budget_s: float = 120.0):
+def best_of(fn: Callable[[], Any], repeats: int, *, budget_s: float = 120.0,
+            setup: Callable[[], Any] | None = None):
     """``(best_time, [times], last_output)`` of one callable."""
-    return compare({"x": fn}, repeats, budget_s=budget_s)["x"]
+    return compare({"x": fn}, repeats, budget_s=budget_s,
+                   setup=None if setup is None else {"x": setup})["x"]
+
+
+def warm_time(fn: Callable[[], Any], repeats: int) -> float | None:
+    """Best time of ``fn`` with circuitsim's analysis of its topology cached (one untimed run first)."""
+    fn()
+    return best_of(fn, repeats)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,7 +168,7 @@ def _probe_main(spec: dict) -> dict:
     """Runs inside the subprocess (see :func:`probe`)."""
     mod = importlib.import_module(spec["module"])
     work = getattr(mod, spec["factory"])(**spec["kwargs"])
-    gc.collect()
+    clear_caches()
     rss0 = _status_kb("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -128,7 +190,7 @@ def _probe_main(spec: dict) -> dict:
         "hwm_reset": reset,
     }
     if spec.get("trace", True):
-        gc.collect()
+        clear_caches()
         tracemalloc.start()
         work()
         out["tracemalloc_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20

@@ -25,7 +25,15 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_badcrossbar, bench_ideal, bench_large, bench_ngspice, bench_nonlinear
-from benchmarks.common import RESULTS, Row, environment, fmt_s, print_rows, save
+from benchmarks.common import (
+    RESULTS,
+    Row,
+    environment,
+    fmt_s,
+    print_rows,
+    save,
+    take_other_cpu,
+)
 
 BENCHMARKS = {
     "badcrossbar": (bench_badcrossbar, "circuitsim vs badcrossbar 1.1.0, passive tiles (issue 2)"),
@@ -34,6 +42,10 @@ BENCHMARKS = {
     "large": (bench_large, "1024x1024 passive tile, one vector, time and memory (issue 2)"),
     "nonlinear": (bench_nonlinear, "sinh and 1T1R tiles: Newton vs ngspice .op (issue 3)"),
 }
+
+
+#: Cores used by other processes (average over a comparison) above which a row is flagged.
+BUSY = 0.5
 
 
 class Config:
@@ -45,6 +57,14 @@ class Config:
         self.verbose = verbose
 
     def progress(self, row: Row) -> Row:
+        """Record how busy other processes kept the machine while the row was timed; log it."""
+        other = take_other_cpu()
+        row.extra.setdefault("other_cpu_cores", other)
+        row.extra.setdefault("loadavg_1min", os.getloadavg()[0])
+        if other is not None and other > BUSY and row.status != "NOT RUN":
+            busy = (f"other processes used {other:.1f} of {os.cpu_count()} cores while this was "
+                    "timed: figures are noisy")
+            row.note = f"{row.note}; {busy}" if row.note else busy
         if self.verbose:
             ratio = "" if row.ratio is None else f" ratio {row.ratio:.1f}x"
             print(f"  [{time.strftime('%H:%M:%S')}] {row.bench}: {row.case}: baseline "
@@ -69,7 +89,8 @@ def summary(rows: list[Row]) -> str:
     passed = sum(r.status == "PASS" for r in targeted)
     print(f"\ntargets: {passed} PASS, {sum(r.status == 'MISS' for r in targeted)} MISS, "
           f"{sum(r.status not in ('PASS', 'MISS') for r in targeted)} other (NOT RUN / FAIL) "
-          f"of {len(targeted)}; agreement failures: {sum(r.status == 'FAIL' for r in rows)}",
+          f"of {len(targeted)}; FAIL (outputs disagree, or an error): "
+          f"{sum(r.status == 'FAIL' for r in rows)}",
           file=out)
     return out.getvalue()
 

@@ -123,7 +123,8 @@ def with_control(deck: str, n: int) -> str:
 def run_ngspice(deck: str, n: int, *, timeout: float = 600.0, workdir: str | None = None) -> dict:
     """Run ``ngspice -b`` on ``deck`` (with :func:`with_control` added); time it; parse ``i_out``.
 
-    Returns ``{"time_s", "i_out" (n,), "maxrss_mb" (the ngspice process), "stdout_tail"}``. Raises
+    Returns ``{"time_s", "i_out" (n,), "maxrss_mb" (peak RSS of the ngspice process, None if it
+    exited before it could be read), "stdout_tail"}``. Raises
     RuntimeError when ngspice reports an error or a current is missing (ngspice -b exits 1 even on
     success when the deck has a .control block, so the exit code is not used).
     """
@@ -140,7 +141,7 @@ def run_ngspice(deck: str, n: int, *, timeout: float = 600.0, workdir: str | Non
             proc = subprocess.Popen([exe, "-b", str(path)], stdout=out, stderr=subprocess.STDOUT,
                                     cwd=tmp)
             try:
-                _, status, usage = _wait4(proc, timeout)
+                _, status, hwm_kb = _wait(proc, timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -162,18 +163,41 @@ def run_ngspice(deck: str, n: int, *, timeout: float = 600.0, workdir: str | Non
                                          stdout, re.IGNORECASE):
         tail = "\n".join((errors or stdout.splitlines())[-8:])
         raise RuntimeError(f"ngspice failed (exit status {status}):\n{tail}")
-    return {"time_s": wall, "i_out": i_out, "maxrss_mb": usage.ru_maxrss / 1024,
+    return {"time_s": wall, "i_out": i_out, "maxrss_mb": None if hwm_kb is None else hwm_kb / 1024,
             "stdout_tail": "\n".join(stdout.splitlines()[-5:])}
 
 
-def _wait4(proc: subprocess.Popen, timeout: float):
-    """``os.wait4`` with a timeout: the child's own resource usage (its peak RSS)."""
+def _hwm_kb(pid: int) -> int | None:
+    """``VmHWM`` of ``pid`` once it runs ngspice (not the forked Python before ``exec``)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "ngspice" not in fields.get("Name", "") or "VmHWM" not in fields:
+        return None
+    return int(fields["VmHWM"].split()[0])
+
+
+def _wait(proc: subprocess.Popen, timeout: float):
+    """Wait for ``proc`` with a timeout; returns ``(pid, exit status, peak RSS in kB)``.
+
+    The peak is the child's own ``VmHWM``, read from ``/proc`` while it runs (monotone, so the last
+    reading before it exits is its peak up to then). ``ru_maxrss`` from ``wait4`` is not used: on
+    Linux it keeps the high-water mark of the forking parent from before ``exec``, so it reports
+    the benchmark process's own size whenever that is the larger.
+    """
     deadline = time.monotonic() + timeout
+    hwm = 0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return pid, proc.returncode, usage
+            return pid, proc.returncode, hwm or None
+        now = _hwm_kb(proc.pid)
+        if now:
+            hwm = max(hwm, now)
         if time.monotonic() > deadline:
             raise subprocess.TimeoutExpired(proc.args, timeout)
-        time.sleep(0.002)
+        time.sleep(0.005)
