@@ -208,9 +208,23 @@ def _step(plan: Plan, jac: _Jacobian, f, lin: _Linearised | None, tile_pos, opts
         if ok.all():
             return dv, "newton-krylov"
         bad = np.flatnonzero(~ok)
-        dv[bad] = _direct(plan, jac.matrix(bad), f[bad], opts)
+        dv[bad] = _direct_chunked(plan, jac, f, bad, opts)
         return dv, "newton-krylov+direct"
-    return _direct(plan, jac.matrix(np.arange(S)), f, opts), "newton"
+    return _direct_chunked(plan, jac, f, np.arange(S), opts), "newton"
+
+
+def _direct_chunked(plan: Plan, jac: _Jacobian, f, rows, opts: _Options):
+    """Direct updates of the systems ``rows``, a block-diagonal factorisation per chunk of at
+    most about ``CHUNK_UNKNOWNS`` unknowns (one huge block-diagonal matrix would exhaust memory
+    and SuperLU's 32-bit indices)."""
+    from .engine import CHUNK_UNKNOWNS
+
+    per = max(1, CHUNK_UNKNOWNS // max(plan.n_free, 1))
+    out = np.empty((len(rows), plan.n_free))
+    for c0 in range(0, len(rows), per):
+        part = rows[c0 : c0 + per]
+        out[c0 : c0 + per] = _direct(plan, jac.matrix(part), f[part], opts)
+    return out
 
 
 def _direct(plan: Plan, J, f, opts: _Options):

@@ -253,3 +253,16 @@ def test_bad_mode_and_solver():
         cs.solve(strong_tile(), np.ones(4), mode="broyden")
     with pytest.raises(ValueError, match="Newton needs a direct solver"):
         cs.solve(strong_tile(), np.ones(4), solver="cg")
+
+
+def test_direct_newton_in_chunks_matches(monkeypatch):
+    from circuitsim import engine
+
+    rng = np.random.default_rng(8)
+    g = rng.uniform(1e-6, 1e-4, (5, 5))
+    tile = cs.crossbar(g, 1.0, 1.0, device=cs.devices.Sinh(a=3.0),
+                       access=cs.devices.Level1(**ACCESS), v_gate=1.8)
+    v = rng.uniform(0, 0.5, (6, 5))
+    whole = cs.solve(tile, v, mode="newton").i_out
+    monkeypatch.setattr(engine, "CHUNK_UNKNOWNS", 100)  # 75 unknowns a system: one per chunk
+    np.testing.assert_allclose(cs.solve(tile, v, mode="newton").i_out, whole, rtol=1e-12)
