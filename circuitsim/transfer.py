@@ -56,24 +56,38 @@ def _fixed_block(plan: Plan, p, q, n_fixed):
     return out
 
 
-def schur_transfer(plan: Plan, m: int, n: int) -> np.ndarray:
+def schur_transfer(plan: Plan, m: int, n: int, check: np.ndarray):
     """``T`` ``(Bp, n, m)`` of the plan's linear tiles (sources first among the fixed nodes).
 
-    Raises ``numpy.linalg.LinAlgError`` when a matrix is not positive definite.
+    Each tile's ``T`` is checked on the input ``check`` ``(Bp, m)``: the same factorisation solves
+    for all node voltages, whose bit-line KCL currents (:meth:`Plan.fixed_operator`) must equal
+    ``T @ check`` to ``1e3`` roundings of ``|T| |check|``. Returns ``T`` and the pass flags
+    ``(Bp,)``. Raises ``numpy.linalg.LinAlgError`` when a matrix is not positive definite.
     """
     tiles = plan.tiles
     nf, nk = plan.n_free, plan.n_fixed
     bv = branch_values(plan, np.zeros((len(tiles), nf + nk)), tiles)
-    boundary, _, values, indices, indptr = _permutation(plan)
+    boundary, perm, values, indices, indptr = _permutation(plan)
     k = len(boundary)
     T = np.empty((len(tiles), n, m))
+    ok = np.zeros(len(tiles), dtype=bool)
     data = np.ascontiguousarray((plan.scatter_p @ bv.p.T + plan.scatter_q @ bv.q.T).T)
     for t in range(len(tiles)):  # one factorisation per tile
+        p, q = bv.p[t : t + 1], bv.q[t : t + 1]
         Jp = sp.csc_matrix((data[t, values], indices, indptr), shape=(nf, nf))
-        S = solvers.schur_complement(Jp, k, symmetric=True)
-        C_b = plan.coupling(bv.p[t : t + 1], bv.q[t : t + 1])[boundary].toarray()  # (k, nk)
+        S, solve = solvers.schur_complement(Jp, k, symmetric=True, with_solve=True)
+        C = plan.coupling(p, q)
+        C_b = C[boundary].toarray()  # (k, nk)
         v_b = np.linalg.solve(S, -C_b[:, :m])  # boundary voltages for unit inputs
         # currents leaving the fixed nodes: J_kf v_f + J_kk v_k, with J_kf = C^T (symmetric)
         f_k = C_b.T @ v_b + _fixed_block(plan, bv.p[t], bv.q[t], nk)[:, :m]
         T[t] = -f_k[m:]
-    return T
+        if solve is not None:
+            v_k = np.concatenate([check[t], np.zeros(n)])
+            v_red = np.empty(nf + nk)
+            v_red[perm] = solve(-(C @ v_k)[perm])
+            v_red[nf:] = v_k
+            ref = -(plan.fixed_operator(p[:, :]) @ v_red)[m:]
+            scale = np.abs(T[t]) @ np.abs(check[t])
+            ok[t] = np.all(np.abs(T[t] @ check[t] - ref) <= 1e3 * np.finfo(float).eps * scale)
+    return T, ok

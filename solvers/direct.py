@@ -124,7 +124,7 @@ def solve_direct(A, b, method: str = "auto", *, symmetric: bool = False, rtol: f
     return SolveResult(x, bool(np.all(res <= rtol)), 1, res, factor.method)
 
 
-def schur_complement(A, k: int, *, symmetric: bool = False) -> np.ndarray:
+def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = False):
     """Dense Schur complement of ``A`` onto its last ``k`` unknowns: ``A_bb - A_bi A_ii^-1 A_ib``.
 
     Its inverse is the block of ``A^-1`` on those unknowns. For a symmetric positive definite
@@ -132,6 +132,9 @@ def schur_complement(A, k: int, *, symmetric: bool = False) -> np.ndarray:
     ``A = L D L^T`` and the last ``k`` unknowns last, the trailing block is ``L_bb D_bb L_bb^T``.
     Order the other unknowns for low fill first (the trailing ``k`` become a dense block).
     Otherwise SuperLU factors ``A_ii`` and solves ``k`` right-hand sides.
+
+    With ``with_solve``, returns ``(S, solve)`` where ``solve(b)`` solves ``A x = b`` with the
+    same factorisation (None on the SuperLU path, which never factors all of ``A``).
     """
     A = sp.csc_matrix(A)
     n = A.shape[0]
@@ -145,13 +148,15 @@ def schur_complement(A, k: int, *, symmetric: bool = False) -> np.ndarray:
             raise np.linalg.LinAlgError(f"matrix is not positive definite: {exc}") from None
         L, D = factor.L_D()
         L_bb = L[nb:, nb:].toarray()
-        return (L_bb * D.diagonal()[nb:]) @ L_bb.T
+        S = (L_bb * D.diagonal()[nb:]) @ L_bb.T
+        return (S, factor) if with_solve else S
     A_bb = A[nb:, nb:].toarray()
     if nb == 0:
-        return A_bb
+        return (A_bb, None) if with_solve else A_bb
     A_ib = A[:nb, nb:].toarray()
     try:
         lu = spla.splu(A[:nb, :nb].tocsc(), permc_spec="COLAMD")
     except RuntimeError as exc:
         raise np.linalg.LinAlgError(str(exc)) from None
-    return A_bb - A[nb:, :nb] @ lu.solve(A_ib)
+    S = A_bb - A[nb:, :nb] @ lu.solve(A_ib)
+    return (S, None) if with_solve else S

@@ -304,7 +304,7 @@ def test_tiles_of_one_topology_share_their_analysis(rng):
     assert zero_wl.n_free < plan_a.n_free and zero_wl.indices is not plan_a.indices
 
 
-@pytest.mark.parametrize("r_sense", [0.0, 1e-6, 10.0])
+@pytest.mark.parametrize("r_sense", [0.0, 1e-9, 10.0])
 def test_transfer_by_schur_complement_matches_unit_solves(r_sense, rng, monkeypatch):
     pytest.importorskip("sksparse")
     from circuitsim import engine
@@ -314,7 +314,9 @@ def test_transfer_by_schur_complement_matches_unit_solves(r_sense, rng, monkeypa
     tile = cs.crossbar(g, 1.0, 0.5, 20.0, r_sense, drive="both")
     direct = np.stack([cs.solve(cs.crossbar(g[b], 1.0, 0.5, 20.0, r_sense, drive="both"),
                                 np.eye(9)).i_out.T for b in range(2)])
-    np.testing.assert_allclose(schur_transfer(tile_plans(tile)[0], 9, 7), direct, rtol=1e-9)
+    T, ok = schur_transfer(tile_plans(tile)[0], 9, 7, rng.uniform(-1, 1, (2, 9)))
+    np.testing.assert_allclose(T, direct, rtol=1e-9)
+    assert ok.all()
     np.testing.assert_allclose(cs.transfer_matrix(tile), direct, rtol=1e-9)
     monkeypatch.setattr(engine, "_schur_transfer_checked", lambda *a: None)  # the fallback
     np.testing.assert_allclose(cs.transfer_matrix(tile), direct, rtol=1e-9)
@@ -327,5 +329,6 @@ def test_transfer_falls_back_when_the_check_fails(rng, monkeypatch):
     g = rng.uniform(1e-6, 1e-4, (5, 4))
     tile = cs.crossbar(g, 1.0, 1.0)
     expected = cs.transfer_matrix(tile)
-    monkeypatch.setattr(transfer, "schur_transfer", lambda plan, m, n: np.zeros((1, n, m)))
+    monkeypatch.setattr(transfer, "schur_transfer",
+                        lambda plan, m, n, check: (np.zeros((1, n, m)), np.zeros(1, bool)))
     np.testing.assert_allclose(cs.transfer_matrix(cs.crossbar(g, 1.0, 1.0)), expected, rtol=1e-12)
