@@ -38,18 +38,32 @@ def tile_plans(tile: Tile) -> list[Plan]:
     return cached
 
 
+#: Unknowns per tile from which CHOLMOD's supernodal factorisation is used (see cholmod_mode).
+SUPERNODAL_FROM = 400_000
+
+
+def cholmod_mode(plan: Plan) -> str:
+    """CHOLMOD mode for this plan's matrices.
+
+    With the unknowns in nested-dissection order, the simplicial factorisation beat the
+    supernodal one on small and mid-sized tiles (256 x 256, 64 inputs: 0.24 s + 0.40 s against
+    0.42 s + 0.57 s for factor + solve; equal at 512 x 512), the separators being small; the
+    supernodal one, with dense BLAS on the large separators, won on 1024 x 1024 (factor 8.8 s
+    against 21 s).
+    """
+    if not plan.ordered:
+        return "auto"
+    return "supernodal" if plan.n_free >= SUPERNODAL_FROM else "simplicial"
+
+
 def _linear_solve(plan: Plan, J, rhs, solver: str, options: dict):
     if solver in ("direct", "superlu", "cholmod"):
         analyses = plan.analyses
         key = (solver, J.shape)
         if key not in analyses:
             method = "auto" if solver == "direct" else solver
-            # With the unknowns in nested-dissection order, CHOLMOD's simplicial factorisation
-            # beat its supernodal one here (256 x 256 tile, 64 inputs: 0.24 s + 0.40 s against
-            # 0.42 s + 0.57 s for factor + solve), the fronts of a 2-D grid being small.
-            mode = "simplicial" if plan.ordered else "auto"
             analyses[key] = solvers.analyze(
-                J, method, symmetric=plan.symmetric, natural=plan.ordered, mode=mode
+                J, method, symmetric=plan.symmetric, natural=plan.ordered, mode=cholmod_mode(plan)
             )
         factor = analyses[key].factorize(J)
         return factor.solve(rhs), factor.method

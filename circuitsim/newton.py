@@ -70,6 +70,8 @@ class _Linearised:
     """Factorisations of each tile's linearised matrix (devices at their 0 V conductance)."""
 
     def __init__(self, plan: Plan, tiles: np.ndarray, models, solver: str):
+        from .engine import cholmod_mode
+
         self.plan = plan
         self.tiles = tiles
         zero = np.zeros((len(tiles), plan.n_free + plan.n_fixed))
@@ -84,7 +86,7 @@ class _Linearised:
             key = ("linearised", method, J.shape)
             if key not in plan.analyses:  # one symbolic analysis per topology
                 plan.analyses[key] = solvers.analyze(J, method, symmetric=True,
-                                                     natural=plan.ordered)
+                                                     natural=plan.ordered, mode=cholmod_mode(plan))
             self.factors.append(plan.analyses[key].factorize(J))
 
     def solve(self, r: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
