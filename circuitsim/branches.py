@@ -43,20 +43,19 @@ def _linear(g, dv):
 
 
 def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models=None,
-                  gmin: float = 0.0, skip_resistors: bool = False) -> BranchValues:
+                  gmin: float = 0.0) -> BranchValues:
     """Evaluate all kept branches of ``plan`` at reduced node voltages ``v_red`` ``(S, n_red)``.
 
     ``models`` may give the per-group models already reduced with :func:`select_cells` (Newton
     does that once, not every iteration). ``gmin`` adds a conductance in parallel with every
-    nonlinear branch (gmin stepping). ``skip_resistors`` leaves the resistor branches out (the
-    result then covers the others only).
+    nonlinear branch (gmin stepping).
     """
     va, vb = v_red[:, plan.a], v_red[:, plan.b]
     parts, start = [], 0
     for k, (group, cells) in enumerate(zip(plan.circuit.groups, plan.kept)):
         sl = slice(start, start + len(cells))
         start = sl.stop
-        if not len(cells) or (skip_resistors and group.kind == "resistor"):
+        if not len(cells):
             continue
         value = group.value[tile_idx][:, cells]
         model = models[k] if models is not None else select_cells(group.model, tile_idx, cells)

@@ -138,10 +138,6 @@ class Plan:
         shape = (S * self.n_free, S * self.n_fixed)
         return sp.csr_matrix((data.ravel(), (rows, cols)), shape=shape)
 
-    def node_currents(self, i_branch: np.ndarray) -> np.ndarray:
-        """Current leaving every reduced node through its branches, ``(S, n_free + n_fixed)``."""
-        return np.asarray(self.incidence @ i_branch.T).T
-
     @property
     def n_res(self) -> int:
         """Number of kept resistor branches (they come first among the branches)."""
@@ -150,15 +146,10 @@ class Plan:
     def fixed_currents(self, i_branch: np.ndarray) -> np.ndarray:
         """Current leaving each fixed node into the circuit, ``(S, n_fixed)``.
 
-        Summed over the non-resistor branches of the node's resistor net (see ``fixed_nets``).
-        ``i_branch`` holds all branch currents ``(S, E)``, or only the non-resistor ones
-        ``(S, E - n_res)`` where no fixed node shares its net.
+        Summed over the non-resistor branches of the node's resistor net (see ``fixed_nets``), from
+        all branch currents ``i_branch`` ``(S, E)``.
         """
         nr = self.n_res
-        if i_branch.shape[1] == len(self.a) - nr:
-            if self.shared_fixed.any():
-                raise ValueError("resistor currents are needed: a resistor net joins fixed nodes")
-            i_branch = np.concatenate([np.zeros((len(i_branch), nr)), i_branch], axis=1)
         f_dev = self.incidence[:, nr:] @ i_branch[:, nr:].T
         out = (self.fixed_nets @ f_dev).T
         if self.shared_fixed.any():
