@@ -4,7 +4,7 @@ Inputs enter a tile only through the unknowns coupled to the drivers, and output
 through those coupled to the sense nodes: the boundary ``b``. The output currents for unit inputs
 therefore need only the block ``(J^-1)_bb``, which is the inverse of the Schur complement of the
 interior onto the boundary. One Cholesky factorisation with the boundary ordered last yields that
-Schur complement in its trailing block (``L_bb D_bb L_bb^T``), so ``T`` costs one factorisation and
+Schur complement in its trailing block (``L_bb L_bb^T``), so ``T`` costs one factorisation and
 a dense inverse of size ``m + n``, instead of ``m`` pairs of triangular solves.
 
 The currents here are those of the branches into the sense nodes. For very small sense-side

@@ -129,7 +129,7 @@ def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = F
 
     Its inverse is the block of ``A^-1`` on those unknowns. For a symmetric positive definite
     ``A`` with CHOLMOD, one factorisation in the given order yields it: with
-    ``A = L D L^T`` and the last ``k`` unknowns last, the trailing block is ``L_bb D_bb L_bb^T``.
+    ``A = L L^T`` and the last ``k`` unknowns last, the trailing block is ``L_bb L_bb^T``.
     Order the other unknowns for low fill first (the trailing ``k`` become a dense block).
     Otherwise SuperLU factors ``A_ii`` and solves ``k`` right-hand sides.
 
@@ -146,9 +146,8 @@ def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = F
             factor = _cholmod.cholesky(A, mode="simplicial", ordering_method="natural")
         except _cholmod.CholmodNotPositiveDefiniteError as exc:
             raise np.linalg.LinAlgError(f"matrix is not positive definite: {exc}") from None
-        L, D = factor.L_D()
-        L_bb = L[nb:, nb:].toarray()
-        S = (L_bb * D.diagonal()[nb:]) @ L_bb.T
+        L_bb = factor.L()[nb:, nb:].toarray()  # L L^T form: far cheaper to read than L_D()
+        S = L_bb @ L_bb.T
         return (S, factor) if with_solve else S
     A_bb = A[nb:, nb:].toarray()
     if nb == 0:
