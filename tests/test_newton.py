@@ -266,3 +266,16 @@ def test_direct_newton_in_chunks_matches(monkeypatch):
     whole = cs.solve(tile, v, mode="newton").i_out
     monkeypatch.setattr(engine, "CHUNK_UNKNOWNS", 100)  # 75 unknowns a system: one per chunk
     np.testing.assert_allclose(cs.solve(tile, v, mode="newton").i_out, whole, rtol=1e-12)
+
+
+def test_measured_iv_table_reproduces_the_curve_it_samples():
+    """A tile of IVTable devices sampled densely from sinh solves like the Sinh tile."""
+    a = 2.0
+    v_tab = np.linspace(-1.5, 1.5, 3001)
+    table = cs.devices.IVTable(v_tab, np.sinh(a * v_tab) / a)  # g_ref = 1 S: state scales it
+    rng = np.random.default_rng(9)
+    g = rng.uniform(1e-6, 1e-4, (6, 5))
+    v = rng.uniform(-0.8, 0.8, (3, 6))
+    ref = cs.solve(cs.crossbar(g, 1.0, 1.0, 5.0, 5.0, device=cs.devices.Sinh(a=a)), v)
+    sol = cs.solve(cs.crossbar(g, 1.0, 1.0, 5.0, 5.0, device=table), v)
+    np.testing.assert_allclose(sol.i_out, ref.i_out, rtol=1e-6)
