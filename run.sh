@@ -16,6 +16,8 @@ apt_packages="ngspice libngspice0 libngspice0-dev libsuitesparse-dev libopenblas
 
 setup_system() {
     local missing=""
+    # Debian's python3 needs python3-venv for "python3 -m venv"
+    "$PY" -c "import ensurepip" >/dev/null 2>&1 || missing="python3-venv"
     for p in $apt_packages; do
         dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
     done
