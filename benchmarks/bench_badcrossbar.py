@@ -25,10 +25,9 @@ from .common import (
     Row,
     clear_caches,
     compare,
-    fmt_mb,
     fmt_s,
     not_run,
-    probe,
+    probe_pair,
     problem,
     rel_diff,
     warm_time,
@@ -103,16 +102,8 @@ def case(m: int, K: int, repeats: int, *, memory: bool = True) -> Row:
     if (m, K) == (256, 64):
         row.target, row.target_text = TARGET, f">={TARGET:g}x"
     if memory:
-        mem_b = probe(__name__, "make_badcrossbar", {"m": m, "K": K})
-        mem_c = probe(__name__, "make_circuitsim", {"m": m, "K": K})
-        row.extra.update(mem_badcrossbar=mem_b, mem_circuitsim=mem_c)
-        row.extra["mem_line"] = (
-            "peak memory MB (RSS rise / tracemalloc): badcrossbar "
-            f"{fmt_mb(mem_b.get('rss_peak_delta_mb'))} / {fmt_mb(mem_b.get('tracemalloc_peak_mb'))}, "
-            f"circuitsim {fmt_mb(mem_c.get('rss_peak_delta_mb'))} / "
-            f"{fmt_mb(mem_c.get('tracemalloc_peak_mb'))}"
-        )
-        errs = [d["error"] for d in (mem_b, mem_c) if "error" in d]
+        errs = probe_pair(row, __name__, ("badcrossbar", "make_badcrossbar"), "make_circuitsim",
+                          {"m": m, "K": K})
         if errs:
             row.note += "; " + "; ".join(errs)
     return row.finish()

@@ -17,9 +17,8 @@ from .common import (
     Row,
     clear_caches,
     compare,
-    fmt_mb,
     fmt_s,
-    probe,
+    probe_pair,
     problem,
     rel_diff,
     warm_time,
@@ -88,15 +87,7 @@ def case(m: int, K: int, repeats: int, *, memory: bool = False) -> Row:
     if K == 200_000:
         row.target, row.target_text = TARGET, "<=2x"
     if memory:
-        mem_i = probe(__name__, "make_ideal", {"m": m, "K": K})
-        mem_c = probe(__name__, "make_exact", {"m": m, "K": K})
-        row.extra.update(mem_ideal=mem_i, mem_circuitsim=mem_c)
-        row.extra["mem_line"] = (
-            "peak memory MB (RSS rise / tracemalloc): ideal "
-            f"{fmt_mb(mem_i.get('rss_peak_delta_mb'))} / {fmt_mb(mem_i.get('tracemalloc_peak_mb'))}, "
-            f"circuitsim {fmt_mb(mem_c.get('rss_peak_delta_mb'))} / "
-            f"{fmt_mb(mem_c.get('tracemalloc_peak_mb'))}"
-        )
+        probe_pair(row, __name__, ("ideal", "make_ideal"), "make_exact", {"m": m, "K": K})
     return row.finish()
 
 

@@ -198,6 +198,25 @@ def _probe_main(spec: dict) -> dict:
     return out
 
 
+def probe_pair(row, module: str, baseline: tuple[str, str], factory_c: str, kwargs: dict) -> list:
+    """Probe the baseline's and circuitsim's peak memory for one case, each in a fresh process.
+
+    ``baseline`` is ``(label, factory)``. Stores both dicts in ``row.extra`` (``mem_<label>``,
+    ``mem_circuitsim``) with the printed ``mem_line``; returns the probes' error messages.
+    """
+    label, factory_b = baseline
+    mem_b = probe(module, factory_b, kwargs)
+    mem_c = probe(module, factory_c, kwargs)
+    row.extra.update({f"mem_{label}": mem_b, "mem_circuitsim": mem_c})
+    row.extra["mem_line"] = (
+        f"peak memory MB (RSS rise / tracemalloc): {label} "
+        f"{fmt_mb(mem_b.get('rss_peak_delta_mb'))} / {fmt_mb(mem_b.get('tracemalloc_peak_mb'))}, "
+        f"circuitsim {fmt_mb(mem_c.get('rss_peak_delta_mb'))} / "
+        f"{fmt_mb(mem_c.get('tracemalloc_peak_mb'))}"
+    )
+    return [d["error"] for d in (mem_b, mem_c) if "error" in d]
+
+
 def probe(module: str, factory: str, kwargs: dict, *, trace: bool = True,
           timeout: float = 900.0) -> dict:
     """Peak memory (and wall time of one run) of ``module.factory(**kwargs)()`` in a fresh process.
