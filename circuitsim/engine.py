@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 
 import numpy as np
@@ -12,6 +13,7 @@ from circuitsim.netlist import FloatingNodeError, Tile, find_floating
 
 from .branches import branch_values
 from .mna import Plan, plans
+from .power import Power, read_power
 from .result import ConvergenceError, Solution
 
 __all__ = ["solve", "transfer_matrix"]
@@ -259,10 +261,12 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
         tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail=on_fail, options=options,
         newton_options=newton_options,
     )
-    return _package(tile, np.asarray(v_in), v_nodes, i_fixed, residual, converged, iterations, method)
+    return _package(tile, np.asarray(v_in), v, v_nodes, i_fixed, residual, converged, iterations,
+                    method)
 
 
-def _package(tile, v_in, v_nodes, i_fixed, residual, converged, iterations, method) -> Solution:
+def _package(tile, v_in, v_full, v_nodes, i_fixed, residual, converged, iterations,
+             method) -> Solution:
     m, n = tile.m, tile.n
     B, K = v_nodes.shape[:2]
     mn = m * n
@@ -277,17 +281,25 @@ def _package(tile, v_in, v_nodes, i_fixed, residual, converged, iterations, meth
         return x
 
     grid = (B, K, m, n)
+    v_wl, v_bl = v_nodes[..., :mn].reshape(grid), v_nodes[..., mn : 2 * mn].reshape(grid)
     v_int = v_nodes[..., 2 * mn : 3 * mn].reshape(grid) if tile.access is not None else None
+    i_out, i_source = -i_fixed[..., m:], i_fixed[..., :m]
+
+    def power():
+        p = read_power(tile, v_full, v_wl, v_bl, v_int, i_source, i_out)
+        return Power(*(shape(getattr(p, f.name)) for f in dataclasses.fields(p)))
+
     return Solution(
-        i_out=shape(-i_fixed[..., m:]),
-        v_wl=shape(v_nodes[..., :mn].reshape(grid)),
-        v_bl=shape(v_nodes[..., mn : 2 * mn].reshape(grid)),
+        i_out=shape(i_out),
+        v_wl=shape(v_wl),
+        v_bl=shape(v_bl),
         v_int=None if v_int is None else shape(v_int),
-        i_source=shape(i_fixed[..., :m]),
+        i_source=shape(i_source),
         residual=shape(residual),
         converged=shape(converged),
         iterations=shape(iterations),
         method=method,
+        _power=power,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,6 +54,9 @@ class Solution:
         Newton iterations (1 for a linear solve).
     method : str
         The linear solver and, for nonlinear tiles, the Newton strategy used.
+    power : Power
+        Read power (W) of every system, delivered and dissipated per part of the tile (drivers,
+        wires, sense resistances, memristors, transistors); see :mod:`circuitsim.power`.
     """
 
     i_out: np.ndarray
@@ -63,3 +68,11 @@ class Solution:
     converged: np.ndarray
     iterations: np.ndarray
     method: str
+    _power: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def power(self):
+        """Read power breakdown (:class:`circuitsim.power.Power`), computed on first access."""
+        if self._power is None:
+            raise ValueError("power needs the node voltages: solve with voltages=True")
+        return self._power()
