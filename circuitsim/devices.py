@@ -115,6 +115,12 @@ class _Model:
         new = {}
         for name in self._cell_params:
             value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.ndim == 1:
+                raise ValueError(
+                    f"{type(self).__name__}: parameter {name} has shape {value.shape}: a 1-D "
+                    f"array is ambiguous per cell; give ({m}, 1) per word line, (1, {n}) per "
+                    f"bit line or ({m}, {n}) per cell (a leading batch axis is allowed)"
+                )
             try:
                 full = np.broadcast_to(value, shape)
             except ValueError:

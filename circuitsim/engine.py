@@ -3,226 +3,224 @@
 from __future__ import annotations
 
 import dataclasses
-import weakref
+import difflib
+import numbers
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from circuitsim import solvers
-from circuitsim.netlist import FloatingNodeError, Tile, find_floating
+from circuitsim.netlist import Tile
 
-from .branches import branch_values
-from .mna import Plan, plans
+from .audit import audit, node_name
+from .linear import solve_linear_plan
+from .memory import check_solve_memory
+from .mna import tile_plans
+from .newton import MODES, solve_newton
 from .power import Power, read_power
 from .result import ConvergenceError, Solution
+from .transfer import schur_transfer
 
-__all__ = ["solve", "transfer_matrix"]
+__all__ = ["TransferInfo", "solve", "transfer_matrix"]
 
-#: Unknowns per block-diagonal factorisation: tiles are solved in chunks of about this size.
-CHUNK_UNKNOWNS = 1 << 20
-
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def tile_plans(tile: Tile) -> list[Plan]:
-    """The analysed plans of a tile, computed once per tile object (checks floating nodes too)."""
-    cached = _PLANS.get(tile)
-    if cached is None:
-        floating = find_floating(tile.circuit)
-        if floating is not None:
-            t, node = floating
-            raise FloatingNodeError(
-                f"node {tile.circuit.node_name(node)} of tile {t} has no DC path to a source or "
-                "the sense nodes; its voltage is undetermined (open cells with g = 0 on both "
-                "sides, or transistors that cannot conduct)"
-            )
-        cached = _PLANS[tile] = plans(tile.circuit)
-    return cached
+#: Options of an iterative linear solver that ``solver_options`` may set.
+_SOLVER_OPTIONS = {"cg": ("rtol", "atol", "maxiter", "M")}
 
 
-#: Unknowns per tile from which CHOLMOD's supernodal factorisation is used (see cholmod_mode).
-SUPERNODAL_FROM = 400_000
+def _check_positive(name: str, value, *, integer: bool = False, upper: float | None = None):
+    """``value`` must be a finite positive number (an integer where it counts)."""
+    if integer:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+        if not ok:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (np.isfinite(value) and value > 0) or (upper is not None and value >= upper):
+        rng = f"in (0, {upper:g})" if upper is not None else "finite and > 0"
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
 
 
-def cholmod_mode(plan: Plan) -> str:
-    """CHOLMOD mode for this plan's matrices.
-
-    With the unknowns in nested-dissection order, the simplicial factorisation beat the
-    supernodal one on small and mid-sized tiles (256 x 256, 64 inputs: 0.24 s + 0.40 s against
-    0.42 s + 0.57 s for factor + solve; equal at 512 x 512), the separators being small; the
-    supernodal one, with dense BLAS on the large separators, won on 1024 x 1024 (factor 8.8 s
-    against 21 s).
-    """
-    if not plan.ordered:
-        return "auto"
-    return "supernodal" if plan.n_free >= SUPERNODAL_FROM else "simplicial"
+def _check_flag(name: str, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _linear_solve(plan: Plan, J, rhs, solver: str, options: dict):
-    if solver in ("direct", "superlu", "cholmod"):
-        analyses = plan.analyses
-        key = (solver, J.shape)
-        if key not in analyses:
-            method = "auto" if solver == "direct" else solver
-            analyses[key] = solvers.analyze(
-                J, method, symmetric=plan.symmetric, natural=plan.ordered, mode=cholmod_mode(plan)
-            )
-        factor = analyses[key].factorize(J)
-        return factor.solve(rhs), factor.method
-    result = solvers.get_solver(solver)(J, rhs, **options)
-    return result.x, result.method
+def _reject_unknown(function: str, unknown: dict, valid) -> None:
+    """A ``TypeError`` naming every unknown keyword argument, with the valid ones."""
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"{function}() got unknown keyword argument{'s' if len(parts) > 1 else ''} "
+        f"{', '.join(parts)}; valid: {', '.join(sorted(valid))}"
+    )
 
 
-def audit(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, reltol: float, abstol: float,
-          models=None):
-    """KCL audit at the solution of ``S`` systems.
-
-    At every unknown node the net current ``f`` must satisfy ``|f| <= reltol * s + abstol``, where
-    ``s`` sums, over the branches meeting there, ``|i| + |di/dv_a| |v_a| + |di/dv_b| |v_b|``: the
-    size of the terms whose rounding ``f`` inherits (a 1e-8 ohm wire turns one rounding of its node
-    voltages into nanoamperes; this is the componentwise backward error of the linear case).
-    Returns the largest ``|f|`` per system ``(S,)``, whether the system passes, the reduced index
-    of its worst node, and the currents leaving the fixed nodes ``(S, n_fixed)``.
-    """
-    bv = branch_values(plan, v_red, tile_idx, models=models)
-    nf = plan.n_free
-    i_t = np.ascontiguousarray(bv.i.T)  # (E, S): sparse products want the systems last
-    f = plan.incidence[:nf] @ i_t
-    excess = np.abs(f)
-    residual = excess.max(axis=0) if nf else np.zeros(len(v_red))
-    terms = np.abs(bv.i) + np.abs(bv.p * v_red[:, plan.a]) + np.abs(bv.q * v_red[:, plan.b])
-    excess -= reltol * (abs(plan.incidence[:nf]) @ terms.T)
-    excess -= abstol
-    ok = excess.max(axis=0) <= 0 if nf else np.ones(len(v_red), dtype=bool)
-    worst = np.zeros(len(v_red), dtype=np.int64)
-    if not ok.all():
-        worst[~ok] = np.argmax(excess[:, ~ok], axis=0)
-    return residual, ok, worst, plan.fixed_currents(bv.i)
+def _check_tile(function: str, tile) -> None:
+    if not isinstance(tile, Tile):
+        raise TypeError(
+            f"{function}() needs a tile built by circuitsim.crossbar(g, ...), got "
+            f"{type(tile).__name__}" + (" (build one with cs.crossbar(g))"
+                                        if isinstance(tile, (np.ndarray, list)) else "")
+        )
 
 
-def node_name(plan: Plan, reduced: int) -> str:
-    """Name of a node of the circuit in the reduced class ``reduced``."""
-    return plan.circuit.node_name(int(np.flatnonzero(plan.node_map == reduced)[0]))
+def _linear_options(solver, reltol, abstol, on_fail, solver_options) -> dict:
+    """Validate the options every solve takes; returns the iterative solver's options."""
+    solvers.get_solver(solver)
+    _check_positive("reltol", reltol, upper=1.0)
+    _check_positive("abstol", abstol)
+    if on_fail not in ("raise", "mask"):
+        raise ValueError(f"on_fail must be 'raise' or 'mask', got {on_fail!r}")
+    given = dict(solver_options or {})
+    if solver_options is not None and not isinstance(solver_options, dict):
+        raise TypeError(f"solver_options must be a dict, got {type(solver_options).__name__}")
+    valid = _SOLVER_OPTIONS.get(solver, ())
+    bad = sorted(set(given) - set(valid))
+    if bad:
+        raise ValueError(
+            f"solver_options {bad} do not apply to solver={solver!r}"
+            + (f"; valid: {', '.join(valid)}" if valid else " (it takes none)")
+        )
+    options = {"rtol": 1e-13} if solver == "cg" else {}
+    options.update(given)
+    return options
 
 
-def _solve_linear_plan(plan: Plan, vk: np.ndarray, solver: str, options: dict, reltol: float,
-                       abstol: float, voltages: bool = True):
-    """Solve the linear tiles of ``plan`` for fixed voltages ``vk`` ``(Bp, K, n_fixed)``.
+@dataclass(frozen=True)
+class _NewtonOptions:
+    mode: str = "newton-krylov"
+    vntol: float = 1e-12
+    max_iter: int = 100
+    max_step: float = 1.0
+    krylov_rtol: float = 1e-10
+    krylov_maxiter: int = 40
+    gmin_stepping: bool = True
+    source_stepping: bool = True
+    progress: object = None
+    max_time: float | None = None
 
-    Each chunk of tiles is one block-diagonal matrix, factored once for all ``K`` right-hand sides.
-    The KCL audit uses the matrix itself: the residual ``r = J x - b`` is the current left over at
-    each unknown node, and it must satisfy ``|r_u| <= 2 reltol sum_v |J_uv| max|v| + abstol``
-    (``max|v|`` over the system's node and fixed voltages), a row-wise backward error: the terms
-    ``J_uv x_v`` and ``b_u`` summed at node ``u`` are each at most ``sum_v |J_uv| max|v|``, so a
-    correct solve leaves only their rounding. The currents at the
-    fixed nodes come from :meth:`Plan.fixed_operator`, one sparse product.
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        _check_positive("vntol", self.vntol)
+        _check_positive("max_iter", self.max_iter, integer=True)
+        _check_positive("max_step", self.max_step)
+        _check_positive("krylov_rtol", self.krylov_rtol, upper=1.0)
+        _check_positive("krylov_maxiter", self.krylov_maxiter, integer=True)
+        _check_flag("gmin_stepping", self.gmin_stepping)
+        _check_flag("source_stepping", self.source_stepping)
+        if self.max_time is not None:
+            _check_positive("max_time", self.max_time)
+        if not (self.progress is None or isinstance(self.progress, bool)
+                or callable(self.progress)):
+            raise TypeError(f"progress must be True, False, None or a callable, got "
+                            f"{type(self.progress).__name__}")
 
-    Returns node voltages ``(Bp, K, n_nodes)`` (None unless ``voltages``), fixed-node currents
-    ``(Bp, K, n_fixed)``, residual, pass flags and worst nodes ``(Bp * K,)``, and the solver.
-    """
-    tiles = plan.tiles
-    Bp, K, nk = vk.shape
-    nf = plan.n_free
-    bv = branch_values(plan, np.zeros((Bp, nf + nk)), tiles)  # partials do not depend on v
-    v_nodes = np.empty((Bp, K, len(plan.node_map))) if voltages else None
-    fixed = np.empty((Bp, K, nk))
-    residual = np.zeros((Bp, K))
-    ok = np.ones((Bp, K), dtype=bool)
-    worst = np.zeros((Bp, K), dtype=np.int64)
-    chunk = max(1, CHUNK_UNKNOWNS // max(nf, 1))
-    method = "none (every node is fixed)" if not nf else ""
-    for c0 in range(0, Bp, chunk):
-        sel = slice(c0, min(c0 + chunk, Bp))
-        c = sel.stop - sel.start
-        vk_stack = vk[sel].transpose(0, 2, 1).reshape(c * nk, K)  # tile-major, systems last
-        Q = plan.fixed_operator(bv.p[sel])  # (c nk, c n_red), columns per tile: free, fixed
-        cols = np.arange(c * (nf + nk)).reshape(c, nf + nk)
-        Q_f, Q_k = Q[:, cols[:, :nf].ravel()], Q[:, cols[:, nf:].ravel()]
-        f_k = Q_k @ vk_stack
-        x = np.zeros((c * nf, K))
-        if nf:
-            J = plan.jacobian(bv.p[sel], bv.q[sel])
-            rhs = -(plan.coupling(bv.p[sel], bv.q[sel]) @ vk_stack)
-            x, method = _linear_solve(plan, J, rhs, solver, options)
-            # J is symmetric: its CSC arrays read as CSR are J itself; CSR products are faster.
-            Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape)
-            r = Jr @ x
-            r -= rhs
-            np.abs(r, out=r)
-            r3 = r.reshape(c, nf, K)
-            residual[sel] = r3.max(axis=1)
-            # |b_u| <= sum_v |J_uv| max|v_k| too, so both terms fit under 2 rowsum_u max|v|
-            v_max = np.maximum(np.abs(x).reshape(c, nf, K).max(axis=1),
-                               np.abs(vk[sel]).max(axis=2))  # (c, K)
-            r3 -= abstol
-            r3 /= np.asarray(abs(Jr).sum(axis=1)).reshape(c, nf, 1)
-            ratio = r3.max(axis=1) / (2 * reltol * np.where(v_max > 0, v_max, 1.0))
-            ok[sel] = ratio <= 1.0
-            if not ok[sel].all():
-                worst[sel] = r3.argmax(axis=1)
-            f_k += Q_f @ x
-        fixed[sel] = f_k.reshape(c, nk, K).transpose(0, 2, 1)
-        if voltages:
-            V = np.empty((c, K, nf + nk))
-            V[..., :nf] = x.T.reshape(K, c, nf).transpose(1, 0, 2)
-            V[..., nf:] = vk[sel]
-            v_nodes[sel] = V[..., plan.node_map]
-    return v_nodes, fixed, residual.ravel(), ok.ravel(), worst.ravel(), method
+
+_VALID = ("solver", "reltol", "abstol", "on_fail", "solver_options", "voltages",
+          *(f.name for f in dataclasses.fields(_NewtonOptions)))
+
+
+@dataclass
+class _Results:
+    """Per-system results ``(B, K, ...)`` gathered over the plans of a tile."""
+
+    v_nodes: np.ndarray | None
+    i_fixed: np.ndarray
+    residual: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+    error: np.ndarray
+    method: str = ""
+
+
+def _fail(tile_idx, K, plan, res, worst, why, error, reltol, abstol, s,
+          solver: str) -> ConvergenceError:
+    """The error for the failing system ``s`` of one plan; ``why`` is Newton's reason or ''."""
+    node = node_name(plan, int(worst[s]))
+    tile_s, input_s = int(tile_idx[s]), int(s % K)
+    if not why and error[s] > reltol:
+        cause = (f"the iterative solver {solver!r} stopped short of it (solver_options rtol, "
+                 "maxiter)" if solver in _SOLVER_OPTIONS else
+                 "the tile's matrix is too ill-conditioned for this tolerance even after "
+                 "iterative refinement (wire resistances many decades below the devices'? give "
+                 "0 for ideal wires)")
+        message = (f"tile {tile_s}, input {input_s}: forward error estimate {error[s]:.2e} "
+                   f"(relative to the largest fixed voltage) exceeds reltol={reltol:g}: {cause}")
+    else:
+        message = (f"tile {tile_s}, input {input_s}: KCL residual {res[s]:.3e} A at node {node} "
+                   f"exceeds reltol={reltol:g} x (node current) + abstol={abstol:g} A"
+                   + (f" ({why})" if why else ""))
+    return ConvergenceError(message, tile=tile_s, input=input_s, node=node,
+                            residual=float(res[s]))
 
 
 def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol: float,
-               on_fail: str, options: dict, newton_options: dict, voltages: bool = True):
-    """Solve every tile and input; returns node voltages (None unless ``voltages``), fixed-node
-    currents and diagnostics."""
+               on_fail: str, options: dict, newton: _NewtonOptions,
+               voltages: bool = True) -> _Results:
+    """Solve every tile and input for fixed voltages ``vk`` ``(B, K, n_fixed)``."""
     B, K, nk = vk.shape
     circuit = tile.circuit
-    v_nodes = np.empty((B, K, circuit.n_nodes)) if voltages else None
-    i_fixed = np.empty((B, K, nk))
-    residual = np.empty((B, K))
-    converged = np.empty((B, K), dtype=bool)
-    iterations = np.ones((B, K), dtype=np.int64)
+    out = _Results(
+        v_nodes=np.empty((B, K, circuit.n_nodes)) if voltages else None,
+        i_fixed=np.empty((B, K, nk)), residual=np.empty((B, K)),
+        converged=np.empty((B, K), dtype=bool), iterations=np.ones((B, K), dtype=np.int64),
+        error=np.zeros((B, K)),
+    )
     methods = set()
     for plan in tile_plans(tile):
         tiles = plan.tiles
         tile_idx = np.repeat(tiles, K)
-        v_red = None
+        v_red, why = None, np.full(len(tile_idx), "", dtype=object)
         if tile.is_linear:
-            v_plan, fixed, res, ok, worst, method = _solve_linear_plan(
-                plan, vk[tiles], solver, options, reltol, abstol, voltages
-            )
+            lr = solve_linear_plan(plan, vk[tiles], solver=solver, options=options,
+                                   reltol=reltol, abstol=abstol, voltages=voltages)
+            v_plan, fixed, res, ok, worst, error = (
+                lr.v_nodes, lr.fixed, lr.residual.ravel(), lr.ok.ravel(), lr.worst.ravel(),
+                lr.error.ravel())
             its = np.ones(len(tile_idx), dtype=np.int64)
+            method = lr.method + (" + refinement" if lr.refined.any() else "")
         else:
-            from .newton import solve_newton
-
-            v_red, its, method, models = solve_newton(
+            nr = solve_newton(
                 plan, vk[tiles].reshape(len(tiles) * K, nk), tile_idx, solver=solver,
-                reltol=reltol, abstol=abstol, options=options, **newton_options,
+                reltol=reltol, abstol=abstol, options=options, **dataclasses.asdict(newton),
             )
-            res, ok, worst, fixed = audit(plan, v_red, tile_idx, reltol, abstol, models=models)
-            ok &= its >= 0  # Newton marks systems it gave up on with -1 iterations
+            v_red, its, method, error, why = nr.v, nr.iterations, nr.method, nr.error, nr.why
+            res, ok, worst, fixed = audit(plan, v_red, tile_idx, reltol, abstol, models=nr.models)
+            ok &= why == ""  # systems Newton gave up on, or that ran out of max_time
         methods.add(method)
-        if not ok.all() and on_fail == "raise":
-            s = int(np.flatnonzero(~ok)[np.argmax(res[~ok])])
-            node = node_name(plan, int(worst[s]))
-            raise ConvergenceError(
-                f"tile {tile_idx[s]}, input {s % K}: KCL residual {res[s]:.3e} A at node {node} "
-                f"exceeds reltol={reltol:g} x (node current) + abstol={abstol:g} A"
-                + (" (Newton did not converge)" if its[s] < 0 else ""),
-                tile=int(tile_idx[s]), input=int(s % K), node=node, residual=float(res[s]),
-            )
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            s = int(bad[np.argmax(np.where(error[bad] > reltol, np.inf, res[bad]))])
+            exc = _fail(tile_idx, K, plan, res, worst, why[s], error, reltol, abstol, s, solver)
+            if on_fail == "raise":
+                raise exc
+            warnings.warn(f"{len(bad)} of {len(ok)} systems failed (masked); the worst: {exc}",
+                          RuntimeWarning, stacklevel=3)
         if voltages:
-            v_nodes[tiles] = (v_plan if v_red is None
-                              else plan.expand_voltages(v_red).reshape(len(tiles), K, -1))
-        i_fixed[tiles] = fixed.reshape(len(tiles), K, nk)
-        residual[tiles] = res.reshape(len(tiles), K)
-        converged[tiles] = ok.reshape(len(tiles), K)
-        iterations[tiles] = np.abs(its).reshape(len(tiles), K)
-    return v_nodes, i_fixed, residual, converged, iterations, ", ".join(sorted(methods))
+            out.v_nodes[tiles] = (v_plan if v_red is None
+                                  else plan.expand_voltages(v_red).reshape(len(tiles), K, -1))
+        out.i_fixed[tiles] = fixed.reshape(len(tiles), K, nk)
+        out.residual[tiles] = res.reshape(len(tiles), K)
+        out.converged[tiles] = ok.reshape(len(tiles), K)
+        out.iterations[tiles] = its.reshape(len(tiles), K)
+        out.error[tiles] = error.reshape(len(tiles), K)
+    out.method = ", ".join(sorted(methods))
+    return out
 
 
 def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
           abstol: float = 1e-15, on_fail: str = "raise", solver_options: dict | None = None,
-          **newton_options) -> Solution:
+          voltages: bool = True, mode: str = "newton-krylov", vntol: float = 1e-12,
+          max_iter: int = 100, max_step: float = 1.0, krylov_rtol: float = 1e-10,
+          krylov_maxiter: int = 40, gmin_stepping: bool = True, source_stepping: bool = True,
+          progress=None, max_time: float | None = None, **unknown) -> Solution:
     """Solve a tile (or batch of tiles) for input voltages ``v_in``.
 
     Parameters
@@ -235,40 +233,78 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
         Linear solver (see :mod:`circuitsim.solvers`): ``"direct"`` (CHOLMOD where installed for
         symmetric systems, else SuperLU), ``"superlu"``, ``"cholmod"``, ``"cg"`` or ``"dense"``.
     reltol, abstol : float
-        KCL audit at the returned solution: at every unknown node the net current must be below
-        ``reltol`` times the sum of the magnitudes of the currents meeting there, plus ``abstol``
-        (A). Newton uses them for its convergence test too.
+        Accuracy asked for. Every returned system passes a KCL audit (at every unknown node the
+        net current is below ``reltol`` times the size of the currents summed there, plus
+        ``abstol`` in A) and a forward-error estimate (the node voltages are within ``reltol`` of
+        the largest fixed voltage; ill-conditioned linear tiles are iteratively refined to get
+        there). Newton uses them for its convergence test too. Relative accuracy of a current
+        holds only for currents well above ``abstol``.
     on_fail : {"raise", "mask"}
         ``"raise"``: any failing system raises :class:`ConvergenceError` naming tile, input and
-        node. ``"mask"``: return everything, with ``converged`` False for the failing systems.
+        node. ``"mask"``: return everything, with ``converged`` False for the failing systems,
+        and warn.
     solver_options : dict, optional
-        Passed to an iterative linear solver (``rtol``, ``maxiter``, ``M``).
-    **newton_options
-        For nonlinear tiles, see :func:`circuitsim.newton.solve_newton`.
+        Options of an iterative linear solver (``"cg"``: ``rtol``, ``atol``, ``maxiter``, ``M``).
+    voltages : bool
+        Return the node voltages (``v_wl``, ``v_bl``, ``v_int``); with False only currents and
+        diagnostics come back, and memory stays proportional to the outputs.
+    mode : {"newton-krylov", "newton"}
+        Nonlinear tiles: Newton updates by BiCGSTAB preconditioned with one factorisation of the
+        tile's linearised matrix (falling back to a direct factorisation per system), or always
+        by a direct factorisation of every Jacobian.
+    vntol : float
+        Newton's voltage tolerance (V), as SPICE's VNTOL.
+    max_iter : int
+        Newton iterations per attempt (SPICE's ITL1). It counts per attempt: plain Newton, then
+        each gmin step and each source step, so ``max_iter=5`` may run hundreds of iterations in
+        all; ``iterations`` reports the total.
+    max_step : float
+        Largest change of any node voltage in one Newton iteration (V).
+    krylov_rtol, krylov_maxiter : float, int
+        Inner tolerance and iteration cap of BiCGSTAB in Newton-Krylov.
+    gmin_stepping, source_stepping : bool
+        Enable Newton's fallbacks.
+    progress : bool or callable, optional
+        Report long nonlinear solves: True shows a tqdm bar; a callable receives keyword
+        arguments ``attempt``, ``iteration``, ``systems_left``, ``worst_residual`` (A) and
+        ``elapsed`` (s) after every Newton iteration.
+    max_time : float, optional
+        Seconds allowed for the nonlinear solve; systems not converged by then fail (raise, or
+        masked with ``on_fail="mask"``), the error saying how far they got.
 
     Returns
     -------
     Solution
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword argument (the message lists the valid ones), a ``tile`` that is
+        not a :class:`~circuitsim.netlist.Tile`, or options of the wrong type.
+    ValueError
+        For options out of range or inputs of the wrong shape.
+    ConvergenceError
+        For a system that fails its audit or forward-error check (with ``on_fail="raise"``).
     """
-    if on_fail not in ("raise", "mask"):
-        raise ValueError(f"on_fail must be 'raise' or 'mask', got {on_fail!r}")
-    solvers.get_solver(solver)
-    options = {"rtol": 1e-13} if solver == "cg" else {}
-    options.update(solver_options or {})
+    _reject_unknown("solve", unknown, _VALID)
+    _check_tile("solve", tile)
+    options = _linear_options(solver, reltol, abstol, on_fail, solver_options)
+    _check_flag("voltages", voltages)
+    newton = _NewtonOptions(mode, vntol, max_iter, max_step, krylov_rtol, krylov_maxiter,
+                            gmin_stepping, source_stepping, progress, max_time)
+    if not tile.is_linear and solver not in ("direct", "superlu", "cholmod"):
+        raise ValueError(f"Newton needs a direct solver for its fallbacks, got solver={solver!r}")
     v = tile.check_inputs(v_in)
+    check_solve_memory(tile, v.shape[1], voltages)
     vk = tile.fixed_voltages(v)
-    v_nodes, i_fixed, residual, converged, iterations, method = _solve_all(
-        tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail=on_fail, options=options,
-        newton_options=newton_options,
-    )
-    return _package(tile, np.asarray(v_in), v, v_nodes, i_fixed, residual, converged, iterations,
-                    method)
+    out = _solve_all(tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail=on_fail,
+                     options=options, newton=newton, voltages=voltages)
+    return _package(tile, np.asarray(v_in), v, out)
 
 
-def _package(tile, v_in, v_full, v_nodes, i_fixed, residual, converged, iterations,
-             method) -> Solution:
+def _package(tile, v_in, v_full, out: _Results) -> Solution:
     m, n = tile.m, tile.n
-    B, K = v_nodes.shape[:2]
+    B, K = out.i_fixed.shape[:2]
     mn = m * n
 
     def shape(x):
@@ -281,9 +317,13 @@ def _package(tile, v_in, v_full, v_nodes, i_fixed, residual, converged, iteratio
         return x
 
     grid = (B, K, m, n)
-    v_wl, v_bl = v_nodes[..., :mn].reshape(grid), v_nodes[..., mn : 2 * mn].reshape(grid)
-    v_int = v_nodes[..., 2 * mn : 3 * mn].reshape(grid) if tile.access is not None else None
-    i_out, i_source = -i_fixed[..., m:], i_fixed[..., :m]
+    v_nodes = out.v_nodes
+    v_wl = v_bl = v_int = None
+    if v_nodes is not None:
+        v_wl, v_bl = v_nodes[..., :mn].reshape(grid), v_nodes[..., mn : 2 * mn].reshape(grid)
+        if tile.access is not None:
+            v_int = v_nodes[..., 2 * mn : 3 * mn].reshape(grid)
+    i_out, i_source = -out.i_fixed[..., m:], out.i_fixed[..., :m]
 
     def power():
         p = read_power(tile, v_full, v_wl, v_bl, v_int, i_source, i_out)
@@ -291,31 +331,77 @@ def _package(tile, v_in, v_full, v_nodes, i_fixed, residual, converged, iteratio
 
     return Solution(
         i_out=shape(i_out),
-        v_wl=shape(v_wl),
-        v_bl=shape(v_bl),
+        v_wl=None if v_wl is None else shape(v_wl),
+        v_bl=None if v_bl is None else shape(v_bl),
         v_int=None if v_int is None else shape(v_int),
         i_source=shape(i_source),
-        residual=shape(residual),
-        converged=shape(converged),
-        iterations=shape(iterations),
-        method=method,
-        _power=power,
+        residual=shape(out.residual),
+        converged=shape(out.converged),
+        iterations=shape(out.iterations),
+        method=out.method,
+        error=shape(out.error),
+        _power=power if v_nodes is not None else None,
     )
 
 
+@dataclass(frozen=True)
+class TransferInfo:
+    """How :func:`transfer_matrix` obtained each tile's ``T`` (``full_output=True``).
+
+    Attributes
+    ----------
+    method : ndarray of str, (B,)
+        ``"schur"``: the Schur complement, which passed its check; ``"solves"``: recomputed from
+        ``m`` refined solves (the check failed, or CHOLMOD is absent, or ``solver`` asked for
+        another solver).
+    check_error : ndarray, (B,)
+        The Schur result's largest difference from a refined solve on its check vector, relative
+        to the bound ``reltol s + abstol``, ``s`` the size of the terms summed (NaN where it was
+        not computed); it passes at 1.
+    error : ndarray, (B,)
+        Forward-error estimate of the returned ``T``'s solves, relative to the largest input.
+    reason : ndarray of str, (B,)
+        Why a tile took the ``"solves"`` path (empty for ``"schur"``).
+    """
+
+    method: np.ndarray
+    check_error: np.ndarray
+    error: np.ndarray
+    reason: np.ndarray
+
+
 def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
-                    abstol: float = 1e-15) -> np.ndarray:
+                    abstol: float = 1e-15, full_output: bool = False, **unknown):
     """The exact linear map from inputs to outputs of a linear tile: ``i_out = T @ v_in``.
 
-    Obtained from ``m`` solves per tile (one factorisation, ``m`` unit right-hand sides), so
-    exact IR-drop-aware inference of any number of input vectors afterwards costs one matrix
-    product, as an ideal crossbar does: ``i_out = v_in @ T.T`` for ``v_in`` of shape ``(K, m)``.
+    Obtained from the Schur complement of the tile's matrix onto its boundary (the unknowns
+    coupled to drivers and sense nodes): one Cholesky factorisation with the boundary ordered
+    last and a dense solve of size about ``m + n`` per tile (:mod:`circuitsim.transfer`). Each
+    tile's ``T`` is checked on a random input against an iteratively refined solve from the same
+    factorisation, to ``reltol`` times the size of the terms summed plus ``abstol`` at every
+    output (the measure of the KCL audit); a tile that fails the check
+    (or any tile when CHOLMOD is not installed or another ``solver`` is asked for) is recomputed
+    from ``m`` refined solves, with a warning naming the tile and why. Exact IR-drop-aware
+    inference of any number of input vectors then costs one matrix product, as an ideal
+    crossbar does: ``i_out = v_in @ T.T`` for ``v_in`` of shape ``(K, m)``.
 
     With a sense voltage ``v_sense`` equal on all bit lines, ``i_out = T @ (v_in - v_sense)``.
 
+    Parameters
+    ----------
+    tile : Tile
+        A linear tile (no access transistors, linear devices), possibly batched.
+    solver, reltol, abstol
+        As for :func:`solve`.
+    full_output : bool
+        Also return a :class:`TransferInfo` saying which path each tile took and how well it
+        checked.
+
     Returns
     -------
-    ndarray, (n, m) or (B, n, m)
+    T : ndarray, (n, m) or (B, n, m)
+    info : TransferInfo
+        Only with ``full_output=True``.
 
     Examples
     --------
@@ -324,6 +410,10 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
     >>> float(T[0, 0])  # one cell: 1 / (1 kohm + 1 kohm)
     0.0005
     """
+    _reject_unknown("transfer_matrix", unknown, ("solver", "reltol", "abstol", "full_output"))
+    _check_tile("transfer_matrix", tile)
+    options = _linear_options(solver, reltol, abstol, "raise", None)
+    _check_flag("full_output", full_output)
     if not tile.is_linear:
         raise ValueError("transfer_matrix needs a linear tile (no access transistor, linear device)")
     v_sense = tile.v_sense
@@ -332,36 +422,57 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
             "transfer_matrix: v_sense differs between bit lines, so i_out is affine, not linear, "
             "in v_in; use solve() instead"
         )
-    T = None
+    B, m, n = tile.batch, tile.m, tile.n
+    T = np.empty((B, n, m))
+    method = np.full(B, "solves", dtype=object)
+    reason = np.full(B, "", dtype=object)
+    check_error = np.full(B, np.nan)
+    error = np.zeros(B)
+    todo = np.ones(B, dtype=bool)
     if solver == "direct" and solvers.cholmod_available():
-        T = _schur_transfer_checked(tile)
-    if T is None:  # m unit right-hand sides through the ordinary solve
-        eye = np.broadcast_to(np.eye(tile.m), (tile.batch, tile.m, tile.m))
-        vk = np.concatenate([eye, np.zeros((tile.batch, tile.m, tile.n))], axis=2)
-        options = {"rtol": 1e-13} if solver == "cg" else {}
-        _, i_fixed, *_ = _solve_all(
-            tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail="raise",
-            options=options, newton_options={}, voltages=False,
-        )
-        T = np.ascontiguousarray(-i_fixed[..., tile.m:].transpose(0, 2, 1))
-    return T if tile.batched else T[0]
+        check = np.random.default_rng(0).uniform(-1.0, 1.0, (B, m + n))
+        check[:, m:] = 0.0
+        for plan in tile_plans(tile):
+            t = plan.tiles
+            if plan.n_free == 0:
+                reason[t] = "every node is fixed"
+                continue
+            try:
+                sr = schur_transfer(plan, check[t], reltol=reltol, abstol=abstol)
+            except np.linalg.LinAlgError as exc:
+                reason[t] = f"Schur factorisation failed: {exc}"
+                continue
+            T[t] = -sr.F[:, m:, :m]
+            check_error[t], error[t] = sr.check_error, sr.reference_error
+            method[t[sr.ok]] = "schur"
+            todo[t[sr.ok]] = False
+            for k in np.flatnonzero(~sr.ok):
+                reason[t[k]] = (
+                    f"its check on a random input is off by {sr.check_error[k]:.2g} times the "
+                    f"bound reltol (size of the terms) + abstol (reference forward error "
+                    f"{sr.reference_error[k]:.2g})"
+                )
+                warnings.warn(f"transfer_matrix: tile {int(t[k])}: the Schur-complement result "
+                              f"failed its check: {reason[t[k]]}; recomputing it from {m} "
+                              "refined solves", RuntimeWarning, stacklevel=2)
+    else:
+        reason[:] = ("CHOLMOD (scikit-sparse) is not installed" if solver == "direct"
+                     else f"solver={solver!r} was asked for")
+    if todo.any():
+        T[todo], error[todo] = _transfer_by_solves(tile, todo, solver, options, reltol, abstol)
+    T = T if tile.batched else T[0]
+    if not full_output:
+        return T
+    info = TransferInfo(method.astype(str), check_error, error, reason.astype(str))
+    return T, info
 
 
-def _schur_transfer_checked(tile: Tile) -> np.ndarray | None:
-    """``T`` by :func:`circuitsim.transfer.schur_transfer`, each tile checked on a random input
-    against the bit-line KCL currents of a full solve; None when any check fails."""
-    from .transfer import schur_transfer
-
+def _transfer_by_solves(tile: Tile, which: np.ndarray, solver, options, reltol, abstol):
+    """``T`` of the tiles ``which`` from ``m`` unit right-hand sides through the linear path."""
     m, n = tile.m, tile.n
-    T = np.empty((tile.batch, n, m))
-    check = np.random.default_rng(0).uniform(-1.0, 1.0, (tile.batch, m))
-    for plan in tile_plans(tile):
-        if plan.n_free == 0:
-            return None
-        try:
-            T[plan.tiles], ok = schur_transfer(plan, m, n, check[plan.tiles])
-        except np.linalg.LinAlgError:
-            return None
-        if not ok.all():
-            return None
-    return T
+    sub = tile.select(np.flatnonzero(which))
+    eye = np.broadcast_to(np.eye(m), (sub.batch, m, m))
+    vk = np.concatenate([eye, np.zeros((sub.batch, m, n))], axis=2)
+    out = _solve_all(sub, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail="raise",
+                     options=options, newton=_NewtonOptions(), voltages=False)
+    return np.ascontiguousarray(-out.i_fixed[..., m:].transpose(0, 2, 1)), out.error.max(axis=1)

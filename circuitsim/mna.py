@@ -19,6 +19,7 @@ returns them as one block-diagonal matrix.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
@@ -26,12 +27,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from circuitsim.netlist import Circuit
+from circuitsim.netlist import Circuit, FloatingNodeError, Tile, find_floating
 from circuitsim.netlist.circuit import unique_rows
 
 from .ordering import nested_dissection
 
-__all__ = ["Plan", "ShortCircuitError", "analyze", "plans"]
+__all__ = ["Plan", "ShortCircuitError", "analyze", "plans", "tile_plans"]
 
 
 class ShortCircuitError(ValueError):
@@ -362,3 +363,22 @@ def plans(circuit: Circuit) -> list[Plan]:
             _TOPOLOGIES.move_to_end(key)
         out.append(replace(template, circuit=circuit, tiles=tiles))
     return out
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tile_plans(tile: Tile) -> list[Plan]:
+    """The analysed plans of a tile, computed once per tile object (checks floating nodes too)."""
+    cached = _PLANS.get(tile)
+    if cached is None:
+        floating = find_floating(tile.circuit)
+        if floating is not None:
+            t, node = floating
+            raise FloatingNodeError(
+                f"node {tile.circuit.node_name(node)} of tile {t} has no DC path to a source or "
+                "the sense nodes; its voltage is undetermined (open cells with g = 0 on both "
+                "sides, or transistors that cannot conduct)"
+            )
+        cached = _PLANS[tile] = plans(tile.circuit)
+    return cached

@@ -28,16 +28,19 @@ The whole update of a system is scaled by the tightest of these, so directions a
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
 from circuitsim import solvers
 
 from .branches import branch_values, select_cells
+from . import factor
+from .factor import analysis
 from .krylov import bicgstab_many
 from .mna import Plan
 
-__all__ = ["solve_newton"]
+__all__ = ["MODES", "NewtonResult", "solve_newton"]
 
 MODES = ("newton-krylov", "newton")
 X_CRIT = 4.0  # limiting starts where a device voltage exceeds this many voltage scales
@@ -54,6 +57,67 @@ class _Options:
     solver: str
     krylov_rtol: float
     krylov_maxiter: int
+    clock: _Clock
+
+
+class _Clock:
+    """Elapsed time against ``max_time``, and progress reports after every iteration."""
+
+    def __init__(self, max_time: float | None, progress, total: int):
+        self.start = time.perf_counter()
+        self.deadline = None if max_time is None else self.start + max_time
+        self.max_time = max_time
+        self.expired = False
+        self.attempt = "newton"
+        self.bar = None
+        self.report = progress if callable(progress) else None
+        if progress is True:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                raise ImportError("progress=True needs tqdm (pip install tqdm); or give a "
+                                  "callable") from None
+            self.bar = tqdm(total=total, desc="Newton", unit="system")
+            self.done = 0
+
+    def tick(self, iteration: int, left: int, worst: float) -> bool:
+        """Report one iteration; returns False once ``max_time`` has passed."""
+        elapsed = time.perf_counter() - self.start
+        if self.report is not None:
+            self.report(attempt=self.attempt, iteration=iteration, systems_left=left,
+                        worst_residual=worst, elapsed=elapsed)
+        if self.bar is not None:
+            self.bar.set_postfix(attempt=self.attempt, iteration=iteration,
+                                 residual=f"{worst:.1e}", refresh=False)
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            self.expired = True
+        return not self.expired
+
+    def converged(self, count: int) -> None:
+        if self.bar is not None and count:
+            self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class NewtonResult:
+    """What :func:`solve_newton` returns; per-system arrays are ``(S,)``.
+
+    ``v`` ``(S, n_free + n_fixed)`` reduced voltages; ``iterations``: total Newton iterations;
+    ``why``: ``""`` for a converged system, else the reason it failed; ``error``: the last Newton
+    update's largest node change relative to the system's largest fixed voltage; ``models``: the
+    per-group models reduced to the systems (for the audit).
+    """
+
+    v: np.ndarray
+    iterations: np.ndarray
+    why: np.ndarray
+    error: np.ndarray
+    method: str
+    models: list
 
 
 def _take_rows(models, idx):
@@ -70,8 +134,6 @@ class _Linearised:
     """Factorisations of each tile's linearised matrix (devices at their 0 V conductance)."""
 
     def __init__(self, plan: Plan, tiles: np.ndarray, models, solver: str):
-        from .engine import cholmod_mode
-
         self.plan = plan
         self.tiles = tiles
         zero = np.zeros((len(tiles), plan.n_free + plan.n_fixed))
@@ -83,11 +145,8 @@ class _Linearised:
             data = _data(plan, bv.p[k : k + 1], bv.q[k : k + 1])
             _hold_floating(plan, data)
             J = plan.block_diagonal(data)
-            key = ("linearised", method, J.shape)
-            if key not in plan.analyses:  # one symbolic analysis per topology
-                plan.analyses[key] = solvers.analyze(J, method, symmetric=True,
-                                                     natural=plan.ordered, mode=cholmod_mode(plan))
-            self.factors.append(plan.analyses[key].factorize(J))
+            symbolic = analysis(plan, J, method, symmetric=True, tag="linearised")
+            self.factors.append(symbolic.factorize(J))
 
     def solve(self, r: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
         """Apply each system's tile's inverse linearised matrix to its column of ``r`` (N, S)."""
@@ -219,9 +278,7 @@ def _direct_chunked(plan: Plan, jac: _Jacobian, f, rows, opts: _Options):
     """Direct updates of the systems ``rows``, a block-diagonal factorisation per chunk of at
     most about ``CHUNK_UNKNOWNS`` unknowns (one huge block-diagonal matrix would exhaust memory
     and SuperLU's 32-bit indices)."""
-    from .engine import CHUNK_UNKNOWNS
-
-    per = max(1, CHUNK_UNKNOWNS // max(plan.n_free, 1))
+    per = max(1, factor.CHUNK_UNKNOWNS // max(plan.n_free, 1))
     out = np.empty((len(rows), plan.n_free))
     for c0 in range(0, len(rows), per):
         part = rows[c0 : c0 + per]
@@ -246,16 +303,22 @@ def _direct(plan: Plan, J, f, opts: _Options):
 
 
 def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: float = 0.0):
-    """Newton on the systems given; returns final voltages, iteration counts and success flags."""
+    """Newton on the systems given.
+
+    Returns final voltages, iteration counts, success flags, the methods used and each system's
+    last update (its largest node change, V).
+    """
     S = len(v)
     nf = plan.n_free
     v = v.copy()
     v[:, nf:] = vk
     its = np.zeros(S, dtype=np.int64)
     done = np.zeros(S, dtype=bool)
+    step = np.full(S, np.inf)
     active = np.arange(S)
     prev = None  # (v_ok, limited, i_predicted) of the active systems
     methods = set()
+    clock = opts.clock
     for it in range(1, opts.max_iter + 2):
         sub = _take_rows(models, active)
         bv = branch_values(plan, v[active], tile_idx[active], models=sub, gmin=gmin)
@@ -269,14 +332,16 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
             conv = v_ok & ~limited & i_ok & finite
             done[active[conv]] = True
             its[active[conv]] = it - 1
+            clock.converged(int(conv.sum()))
             keep = ~conv & finite
-            active, bv, f = active[keep], _rows(bv, keep), f[keep]
-            sub = _take_rows(sub, np.flatnonzero(keep))
         else:
             keep = finite
-            active, bv, f = active[keep], _rows(bv, keep), f[keep]
-            sub = _take_rows(sub, np.flatnonzero(keep))
+        active, bv, f = active[keep], _rows(bv, keep), f[keep]
+        sub = _take_rows(sub, np.flatnonzero(keep))
         if not len(active) or it > opts.max_iter:
+            break
+        worst = float(np.abs(f).max()) if f.size else 0.0
+        if not clock.tick(it, len(active), worst):
             break
         jac = _Jacobian(plan, bv, f)
         dv, method = _step(plan, jac, f, lin, tile_pos[active], opts)
@@ -284,6 +349,7 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
         ok_step = np.isfinite(dv).all(axis=1)
         alpha = _limit(plan, sub, v[active], np.nan_to_num(dv), tile_idx[active], opts)
         dv = alpha[:, None] * np.nan_to_num(dv)
+        step[active] = np.abs(dv).max(axis=1) if nf else 0.0
         v_old = v[active, :nf]
         v_new = v_old + dv
         v_ok = (np.abs(dv) <= opts.reltol * np.maximum(np.abs(v_new), np.abs(v_old)) + opts.vntol)
@@ -299,7 +365,7 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
             keep = ok_step
             prev = tuple(x[keep] for x in prev)
             active = active[keep]
-    return v, its, done, methods
+    return v, its, done, methods, step
 
 
 def _rows(bv, keep):
@@ -310,7 +376,8 @@ def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: st
                  reltol: float = 1e-9, abstol: float = 1e-15, vntol: float = 1e-12,
                  max_iter: int = 100, max_step: float = 1.0, mode: str = "newton-krylov",
                  krylov_rtol: float = 1e-10, krylov_maxiter: int = 40, gmin_stepping: bool = True,
-                 source_stepping: bool = True, options: dict | None = None):
+                 source_stepping: bool = True, options: dict | None = None, progress=None,
+                 max_time: float | None = None) -> NewtonResult:
     """Solve the nonlinear systems of ``plan`` for fixed voltages ``vk`` ``(S, n_fixed)``.
 
     Parameters
@@ -324,7 +391,8 @@ def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: st
     reltol, abstol, vntol : float
         Convergence tolerances (relative; A; V), as SPICE's RELTOL, ABSTOL, VNTOL.
     max_iter : int
-        Newton iterations per attempt (SPICE's ITL1).
+        Newton iterations per attempt (SPICE's ITL1): plain Newton, each gmin step and each
+        source step is one attempt.
     max_step : float
         Largest change of any node voltage in one iteration (V).
     mode : {"newton-krylov", "newton"}
@@ -333,27 +401,34 @@ def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: st
         Inner tolerance and iteration cap of BiCGSTAB.
     gmin_stepping, source_stepping : bool
         Enable the fallbacks.
+    progress : bool or callable, optional
+        See :func:`circuitsim.solve`.
+    max_time : float, optional
+        Seconds after which the systems still running stop, failed.
 
     Returns
     -------
-    v_red : ndarray, (S, n_free + n_fixed)
-    iterations : ndarray of int, (S,)
-        Total Newton iterations per system, negative for systems that failed every strategy.
-    method : str
-    models : list
-        The per-group models reduced to the systems (for the audit).
+    NewtonResult
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if solver not in ("direct", "superlu", "cholmod"):
         raise ValueError(f"Newton needs a direct solver for its fallbacks, got solver={solver!r}")
-    opts = _Options(reltol, abstol, vntol, max_iter, max_step, mode, solver, krylov_rtol,
-                    krylov_maxiter)
+    clock = _Clock(max_time, progress, len(vk))
+    try:
+        opts = _Options(reltol, abstol, vntol, max_iter, max_step, mode, solver, krylov_rtol,
+                        krylov_maxiter, clock)
+        return _solve(plan, vk, tile_idx, opts, gmin_stepping, source_stepping)
+    finally:
+        clock.close()
+
+
+def _solve(plan, vk, tile_idx, opts: _Options, gmin_stepping: bool, source_stepping: bool):
     models = [select_cells(g.model, tile_idx, cells)
               for g, cells in zip(plan.circuit.groups, plan.kept)]
     tiles, tile_pos = np.unique(tile_idx, return_inverse=True)
     first = np.array([np.flatnonzero(tile_pos == k)[0] for k in range(len(tiles))])
-    lin = _Linearised(plan, tiles, _take_rows(models, first), solver)
+    lin = _Linearised(plan, tiles, _take_rows(models, first), opts.solver)
     S, nf = len(vk), plan.n_free
     v0 = np.zeros((S, nf + plan.n_fixed))
     v0[:, nf:] = vk
@@ -363,71 +438,94 @@ def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: st
     v_zero[:, nf:] = vk
     alpha = _limit(plan, models, v_zero, v0[:, :nf], tile_idx, opts)
     v0[:, :nf] *= alpha[:, None]
-    krylov = lin if mode == "newton-krylov" else None
-    v, its, done, methods = _newton(plan, v0, vk, tile_idx, models, krylov, tile_pos, opts)
+    krylov = lin if opts.mode == "newton-krylov" else None
+    v, its, done, methods, step = _newton(plan, v0, vk, tile_idx, models, krylov, tile_pos, opts)
     total = its.copy()
-    if not done.all() and gmin_stepping:
-        v, total, done = _gmin_stepping(plan, v, vk, tile_idx, models, krylov, tile_pos, opts,
-                                        total, done, methods)
-    if not done.all() and source_stepping:
-        v, total, done = _source_stepping(plan, v, vk, tile_idx, models, krylov, tile_pos, opts,
-                                          total, done, methods)
-    total = np.where(done, total, -np.maximum(total, 1))
-    return v, total, "+".join(sorted(methods)) or "newton", models
+    state = (plan, vk, tile_idx, models, krylov, tile_pos, opts, total, done, methods, step)
+    attempts = ["plain Newton"]
+    clock = opts.clock
+    if not done.all() and gmin_stepping and not clock.expired:
+        clock.attempt = "gmin-stepping"
+        attempts.append("gmin stepping")
+        v = _gmin_stepping(v, *state)
+    if not done.all() and source_stepping and not clock.expired:
+        clock.attempt = "source-stepping"
+        attempts.append("source stepping")
+        v = _source_stepping(v, *state)
+    why = np.full(S, "", dtype=object)
+    if not done.all():
+        if clock.expired:
+            why[~done] = (f"stopped by max_time={clock.max_time:g} s during {clock.attempt} "
+                          f"after {total[~done].max()} iterations")
+        else:
+            why[~done] = (f"Newton did not converge: {', '.join(attempts)} failed within "
+                          f"max_iter={opts.max_iter} iterations each")
+    scale = np.abs(vk).max(axis=1) if vk.shape[1] else np.ones(S)
+    error = np.where(np.isfinite(step), step, np.inf) / np.where(scale > 0, scale, 1.0)
+    error[~done] = np.inf
+    error[done & (step == np.inf)] = 0.0  # converged without any step (nothing to solve)
+    return NewtonResult(v, np.maximum(total, 1), why, error,
+                        "+".join(sorted(methods)) or "newton", models)
 
 
 def _subset(idx, models, tile_idx, tile_pos):
     return _take_rows(models, idx), tile_idx[idx], tile_pos[idx]
 
 
-def _gmin_stepping(plan, v, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods):
+def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods,
+                   step):
     """gmin from 1e-3 S down by decades to 0; a system succeeds when the gmin = 0 stage does."""
     idx = np.flatnonzero(~done)
     methods.add("gmin-stepping")
     sub_models, sub_tiles, sub_pos = _subset(idx, models, tile_idx, tile_pos)
     vs = v[idx].copy()
     alive = np.ones(len(idx), dtype=bool)
+    finished = np.zeros(len(idx), dtype=bool)
     for gmin in [10.0**-k for k in range(3, 13)] + [0.0]:
         live = np.flatnonzero(alive)
-        if not len(live):
+        if not len(live) or opts.clock.expired:
             break
         m_live = _take_rows(sub_models, live)
-        v_new, its, ok, _ = _newton(plan, vs[live], vk[idx[live]], sub_tiles[live], m_live, lin,
-                                    sub_pos[live], opts, gmin=gmin)
+        v_new, its, ok, _, last = _newton(plan, vs[live], vk[idx[live]], sub_tiles[live], m_live,
+                                          lin, sub_pos[live], opts, gmin=gmin)
         total[idx[live]] += np.where(ok, its, opts.max_iter)
+        step[idx[live]] = last
         vs[live[ok]] = v_new[ok]
         alive[live[~ok]] = False
-    v[idx[alive]] = vs[alive]
-    done[idx[alive]] = True
-    return v, total, done
+        finished[live[ok]] = gmin == 0.0
+    v[idx[finished]] = vs[finished]
+    done[idx[finished]] = True
+    return v
 
 
-def _source_stepping(plan, v, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods):
+def _source_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods,
+                     step):
     """Ramp the fixed voltages from 0 to their values; halve the step on failure."""
     idx = np.flatnonzero(~done)
     methods.add("source-stepping")
     sub_models, sub_tiles, sub_pos = _subset(idx, models, tile_idx, tile_pos)
     n = len(idx)
     level = np.zeros(n)
-    step = np.full(n, 0.1)
+    ramp = np.full(n, 0.1)
     vs = np.zeros((n, v.shape[1]))
     alive = np.ones(n, dtype=bool)
     for _ in range(400):  # bounded: each pass either advances or halves every live step
         live = np.flatnonzero(alive & (level < 1.0))
-        if not len(live):
+        if not len(live) or opts.clock.expired:
             break
-        target = np.minimum(level[live] + step[live], 1.0)
+        target = np.minimum(level[live] + ramp[live], 1.0)
         vk_t = target[:, None] * vk[idx[live]]
-        v_new, its, ok, _ = _newton(plan, vs[live], vk_t, sub_tiles[live],
-                                    _take_rows(sub_models, live), lin, sub_pos[live], opts)
+        v_new, its, ok, _, last = _newton(plan, vs[live], vk_t, sub_tiles[live],
+                                          _take_rows(sub_models, live), lin, sub_pos[live], opts)
         total[idx[live]] += np.where(ok, its, opts.max_iter)
+        step[idx[live]] = last
         good, bad = live[ok], live[~ok]
         vs[good] = v_new[ok]
         level[good] = target[ok]
-        step[good] = np.minimum(step[good] * 1.5, 0.5)
-        step[bad] /= 2.0
-        alive[bad[step[bad] < 1e-4]] = False
+        ramp[good] = np.minimum(ramp[good] * 1.5, 0.5)
+        ramp[bad] /= 2.0
+        alive[bad[ramp[bad] < 1e-4]] = False
     win = alive & (level >= 1.0)
     v[idx[win]] = vs[win]
     done[idx[win]] = True
-    return v, total, done
+    return v

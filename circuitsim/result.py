@@ -40,34 +40,43 @@ class Solution:
     ----------
     i_out : ndarray, (B, K, n)
         Current from each bit line into its sense node (A), positive for positive inputs.
-    v_wl, v_bl : ndarray, (B, K, m, n)
-        Word-line and bit-line node voltages (V) at each cell.
+    v_wl, v_bl : ndarray, (B, K, m, n), or None
+        Word-line and bit-line node voltages (V) at each cell; None with ``voltages=False``.
     v_int : ndarray, (B, K, m, n), or None
         Internal node voltages of 1T1R cells (between memristor and transistor drain).
     i_source : ndarray, (B, K, m)
-        Current delivered by each word-line driver into the tile (A).
+        Current delivered by each word-line driver into the tile (A); the tile draws
+        ``sum(v_in * i_source)`` watts from its drivers.
     residual : ndarray, (B, K)
-        Largest KCL residual over the unknown nodes (A): the current that does not balance.
+        Largest KCL residual over the unknown nodes (A): the current that does not balance
+        (the backward error that the audit bounds).
     converged : ndarray of bool, (B, K)
-        True for every returned system unless ``on_fail="mask"`` was asked for.
+        Whether the system passed the KCL audit and its forward-error check (and Newton
+        converged). True for every returned system unless ``on_fail="mask"`` was asked for.
     iterations : ndarray of int, (B, K)
-        Newton iterations (1 for a linear solve).
+        Newton iterations in all attempts (1 for a linear solve).
     method : str
-        The linear solver and, for nonlinear tiles, the Newton strategy used.
+        The linear solver and, for nonlinear tiles, the Newton strategy used (``+ refinement``
+        when iterative refinement was needed).
+    error : ndarray, (B, K)
+        Forward-error estimate of the node voltages, relative to the system's largest fixed
+        voltage: the size of the last iterative-refinement correction or Newton update (or a
+        sketch of it over a block of inputs). At most ``reltol`` for converged systems.
     power : Power
         Read power (W) of every system, delivered and dissipated per part of the tile (drivers,
         wires, sense resistances, memristors, transistors); see :mod:`circuitsim.power`.
     """
 
     i_out: np.ndarray
-    v_wl: np.ndarray
-    v_bl: np.ndarray
+    v_wl: np.ndarray | None
+    v_bl: np.ndarray | None
     v_int: np.ndarray | None
     i_source: np.ndarray
     residual: np.ndarray
     converged: np.ndarray
     iterations: np.ndarray
     method: str
+    error: np.ndarray
     _power: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     @cached_property

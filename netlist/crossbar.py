@@ -35,10 +35,11 @@ import numpy as np
 
 from .checks import (
     as_float_array,
+    broadcast_cell_param,
     broadcast_param,
-    check_finite,
-    check_nonnegative,
+    check_conductance,
     check_resistance,
+    check_voltage,
 )
 from .circuit import BranchGroup, Circuit
 
@@ -229,6 +230,20 @@ class Tile:
         sense = np.stack([np.full(n, m), np.arange(n)], axis=1)
         return np.concatenate([cells, drivers, sense])
 
+    def select(self, idx) -> Tile:
+        """The sub-batch of tiles ``idx`` (an index array), as a batched tile."""
+        idx = np.asarray(idx)
+        models = {}
+        for name in ("device", "access"):
+            model = getattr(self, name)
+            models[name] = model.take(idx) if hasattr(model, "take") else model
+        return Tile(
+            g=self.g[idx], r_wl=self.r_wl[idx], r_bl=self.r_bl[idx],
+            r_source=self.r_source[idx], r_sense=self.r_sense[idx], v_sense=self.v_sense[idx],
+            drive=self.drive, device=models["device"], access=models["access"],
+            v_gate=None if self.v_gate is None else self.v_gate[idx], batched=True,
+        )
+
     def fixed_voltages(self, v_in: np.ndarray) -> np.ndarray:
         """Voltages of the fixed nodes, shape ``(B, K, m + n)``, for inputs ``v_in`` ``(B, K, m)``."""
         v_sense = np.broadcast_to(self.v_sense[:, None, :], v_in.shape[:2] + (self.n,))
@@ -251,12 +266,18 @@ class Tile:
             raise ValueError(f"v_in has shape {v.shape} but the tile batch has B = {batch} tiles")
         if v.shape[-2:-1] == (0,):
             raise ValueError(f"v_in has shape {v.shape}: no input vectors (K = 0)")
-        check_finite(v, "v_in")
+        check_voltage(v, "v_in")
         if v.ndim == 1:
             v = v[None, :]
         if v.ndim == 2:
             v = np.broadcast_to(v, (batch,) + v.shape)
         return v
+
+
+def _compact(arr: np.ndarray) -> np.ndarray:
+    """A broadcast parameter stays a read-only view of its few values (a scalar wire resistance
+    costs no memory per cell); any other is made contiguous."""
+    return arr if 0 in arr.strides else np.ascontiguousarray(arr)
 
 
 def crossbar(
@@ -277,11 +298,13 @@ def crossbar(
     Parameters
     ----------
     g : array_like, shape (m, n) or (B, m, n)
-        Cell conductances (S), >= 0. A leading axis makes a batch of ``B`` tiles.
-    r_wl, r_bl : float or array_like, shape (m, n) or (B, m, n)
-        Word-line / bit-line segment resistance per cell (ohm), >= 0. Zero merges nodes exactly.
+        Cell conductances (S), 0 .. 1e12. A leading axis makes a batch of ``B`` tiles.
+    r_wl, r_bl : float or array_like, shape (m, n), (m, 1), (1, n) or batched (B, ...)
+        Word-line / bit-line segment resistance per cell (ohm): 0 (merges the nodes exactly) or
+        1e-12 .. 1e15 ohm. ``(m, 1)`` gives one value per word line, ``(1, n)`` one per bit
+        line; a 1-D array is refused as ambiguous.
     r_source : float or array_like, shape (m,) or (B, m)
-        Driver resistance of each word line (ohm), >= 0.
+        Driver resistance of each word line (ohm), >= 0 (per line by nature, so 1-D is fine).
     r_sense : float or array_like, shape (n,) or (B, n)
         Sense resistance of each bit line (ohm), >= 0.
     v_sense : float or array_like, shape (n,) or (B, n)
@@ -294,7 +317,8 @@ def crossbar(
         Access transistor (1T1R); default none (passive 0T1R).
     v_gate : float or array_like, optional
         Gate voltage(s) of the access transistors: scalar, ``(m, 1)`` per-row or ``(1, n)``
-        per-column select, ``(m, n)``, or batched ``(B, m, n)``. Required with ``access``.
+        per-column select, ``(m, n)``, or batched ``(B, ...)``; 1-D is refused as ambiguous.
+        Required with ``access``.
 
     Examples
     --------
@@ -307,24 +331,28 @@ def crossbar(
         raise ValueError(f"g has shape {g.shape}; expected (m, n) or (B, m, n)")
     if 0 in g.shape:
         raise ValueError(f"g has shape {g.shape}: a tile needs at least one row and one column")
-    check_nonnegative(g, "g")
+    check_conductance(g, "g")
     batched = g.ndim == 3
     g3 = g if batched else g[None]
     batch, m, n = g3.shape
     params = {}
-    for name, value, shape in (
-        ("r_wl", r_wl, (m, n)),
-        ("r_bl", r_bl, (m, n)),
-        ("r_source", r_source, (m,)),
-        ("r_sense", r_sense, (n,)),
-        ("v_sense", v_sense, (n,)),
-    ):
+    for name, value in (("r_wl", r_wl), ("r_bl", r_bl)):
         raw = as_float_array(value, name)
-        (check_finite if name == "v_sense" else check_resistance)(raw, name)
+        check_resistance(raw, name)
+        params[name] = broadcast_cell_param(raw, name, m, n, batch)
+    for name, value, shape in (("r_source", r_source, (m,)), ("r_sense", r_sense, (n,)),
+                               ("v_sense", v_sense, (n,))):
+        raw = as_float_array(value, name)
+        (check_voltage if name == "v_sense" else check_resistance)(raw, name)
         params[name] = broadcast_param(raw, name, shape, batch)
     if drive not in _DRIVES:
         raise ValueError(f"drive must be one of {_DRIVES}, got {drive!r}")
     for name, model, method in (("device", device, "current"), ("access", access, "drain_current")):
+        if isinstance(model, type):
+            raise TypeError(
+                f"{name} must be a model instance, got the class {model.__name__}: write "
+                f"{name}={model.__name__}(...) with its parameters"
+            )
         if model is not None and not callable(getattr(model, method, None)):
             raise TypeError(
                 f"{name} must be a model from circuitsim.devices with a {method}() method, "
@@ -336,15 +364,15 @@ def crossbar(
         if v_gate is None:
             raise ValueError("access is given but v_gate is None: give the gate voltage(s)")
         v_gate = as_float_array(v_gate, "v_gate")
-        check_finite(v_gate, "v_gate")
-        v_gate = np.ascontiguousarray(broadcast_param(v_gate, "v_gate", (m, n), batch))
+        check_voltage(v_gate, "v_gate")
+        v_gate = _compact(broadcast_cell_param(v_gate, "v_gate", m, n, batch))
     expanded = {}
     for name, model in (("device", device), ("access", access)):
         expand = getattr(model, "expand", None)
         expanded[name] = expand(batch, m, n) if expand is not None else model
     return Tile(
-        g=np.ascontiguousarray(g3),
-        **{k: np.ascontiguousarray(v) for k, v in params.items()},
+        g=_compact(g3),
+        **{k: _compact(v) for k, v in params.items()},
         drive=drive,
         device=expanded["device"],
         access=expanded["access"],

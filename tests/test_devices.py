@@ -313,7 +313,7 @@ def test_stanford_pku_default_range():
     ("a", "row0"),
     [
         (2.0, [2.0] * 6),
-        (np.array([1.0, 2.0, 3.0]), [1.0, 2.0, 3.0] * 2),  # per column
+        (np.array([[1.0, 2.0, 3.0]]), [1.0, 2.0, 3.0] * 2),  # per column
         (np.array([[1.0], [2.0]]), [1.0] * 3 + [2.0] * 3),  # per row
         (np.arange(12.0).reshape(2, 2, 3) + 1, np.arange(6.0) + 1),  # per tile and cell
     ],
@@ -325,8 +325,16 @@ def test_expand_broadcasts_and_flattens(a, row0):
 
 
 def test_expand_shape_error_names_parameter_and_shapes():
-    with pytest.raises(ValueError, match=r"Sinh: parameter a of shape \(4,\) .*\(2, 2, 3\)"):
-        Sinh(a=np.ones(4)).expand(2, 2, 3)
+    with pytest.raises(ValueError, match=r"Sinh: parameter a of shape \(1, 4\) .*\(2, 2, 3\)"):
+        Sinh(a=np.ones((1, 4))).expand(2, 2, 3)
+
+
+@pytest.mark.parametrize("length", [2, 3])
+def test_expand_refuses_one_dimensional_parameters(length):
+    # on a 3 x 3 tile a per-row vector would silently be read per column
+    with pytest.raises(ValueError, match=r"Sinh: parameter a has shape .*ambiguous.*\(3, 1\) "
+                                         r"per word line, \(1, 3\) per bit line"):
+        Sinh(a=np.ones(length)).expand(1, 3, 3)
 
 
 def test_take_selects_batch_entries():

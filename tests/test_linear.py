@@ -237,13 +237,13 @@ def test_batch_with_different_zero_patterns(rng):
 
 def test_chunked_batches_match(rng, monkeypatch):
     """Tiles split over several block-diagonal factorisations give the same answers."""
-    from circuitsim import engine
+    from circuitsim import factor
 
     g = rng.uniform(1e-6, 1e-3, (5, 4, 4))
     v = rng.uniform(0, 1, (5, 3, 4))
     tile = cs.crossbar(g, 1.0, 1.0, 2.0)
     whole = cs.solve(tile, v).i_out
-    monkeypatch.setattr(engine, "CHUNK_UNKNOWNS", 40)  # 32 unknowns a tile: one tile a chunk
+    monkeypatch.setattr(factor, "CHUNK_UNKNOWNS", 40)  # 32 unknowns a tile: one tile a chunk
     np.testing.assert_allclose(cs.solve(cs.crossbar(g, 1.0, 1.0, 2.0), v).i_out, whole, rtol=1e-13)
 
 
@@ -307,28 +307,44 @@ def test_tiles_of_one_topology_share_their_analysis(rng):
 @pytest.mark.parametrize("r_sense", [0.0, 1e-9, 10.0])
 def test_transfer_by_schur_complement_matches_unit_solves(r_sense, rng, monkeypatch):
     pytest.importorskip("sksparse")
-    from circuitsim import engine
+    from circuitsim import solvers
     from circuitsim.transfer import schur_transfer
 
     g = rng.uniform(1e-6, 1e-4, (2, 9, 7))
     tile = cs.crossbar(g, 1.0, 0.5, 20.0, r_sense, drive="both")
     direct = np.stack([cs.solve(cs.crossbar(g[b], 1.0, 0.5, 20.0, r_sense, drive="both"),
                                 np.eye(9)).i_out.T for b in range(2)])
-    T, ok = schur_transfer(tile_plans(tile)[0], 9, 7, rng.uniform(-1, 1, (2, 9)))
+    check = np.concatenate([rng.uniform(-1, 1, (2, 9)), np.zeros((2, 7))], axis=1)
+    sr = schur_transfer(tile_plans(tile)[0], check, reltol=1e-9, abstol=1e-15)
+    np.testing.assert_allclose(-sr.F[:, 9:, :9], direct, rtol=1e-9)
+    assert sr.ok.all() and np.all(sr.check_error <= 1.0)
+    T, info = cs.transfer_matrix(tile, full_output=True)
     np.testing.assert_allclose(T, direct, rtol=1e-9)
-    assert ok.all()
-    np.testing.assert_allclose(cs.transfer_matrix(tile), direct, rtol=1e-9)
-    monkeypatch.setattr(engine, "_schur_transfer_checked", lambda *a: None)  # the fallback
-    np.testing.assert_allclose(cs.transfer_matrix(tile), direct, rtol=1e-9)
+    assert list(info.method) == ["schur", "schur"]
+    monkeypatch.setattr(solvers, "cholmod_available", lambda: False)  # the unit-solve path
+    T, info = cs.transfer_matrix(tile, full_output=True)
+    np.testing.assert_allclose(T, direct, rtol=1e-9)
+    assert list(info.method) == ["solves", "solves"]
+    assert "CHOLMOD" in info.reason[0]
 
 
-def test_transfer_falls_back_when_the_check_fails(rng, monkeypatch):
+def test_transfer_falls_back_when_the_check_fails_and_says_so(rng, monkeypatch):
     pytest.importorskip("sksparse")
-    from circuitsim import transfer
+    from circuitsim import engine
+    from circuitsim.transfer import SchurResult
 
     g = rng.uniform(1e-6, 1e-4, (5, 4))
     tile = cs.crossbar(g, 1.0, 1.0)
-    expected = cs.transfer_matrix(tile)
-    monkeypatch.setattr(transfer, "schur_transfer",
-                        lambda plan, m, n, check: (np.zeros((1, n, m)), np.zeros(1, bool)))
-    np.testing.assert_allclose(cs.transfer_matrix(cs.crossbar(g, 1.0, 1.0)), expected, rtol=1e-12)
+    expected = cs.solve(tile, np.eye(5)).i_out.T
+
+    def broken(plan, check, **kw):
+        B, nk = check.shape
+        return SchurResult(np.zeros((B, nk, nk)), np.zeros(B, bool), np.full(B, 7.0),
+                           np.zeros(B))
+
+    monkeypatch.setattr(engine, "schur_transfer", broken)
+    with pytest.warns(RuntimeWarning, match=r"tile 0: the Schur-complement result failed its "
+                                            r"check.*off by 7 times.*from 5 refined solves"):
+        T, info = cs.transfer_matrix(cs.crossbar(g, 1.0, 1.0), full_output=True)
+    np.testing.assert_allclose(T, expected, rtol=1e-12)
+    assert info.method[0] == "solves" and info.check_error[0] == 7.0

@@ -256,7 +256,7 @@ def test_bad_mode_and_solver():
 
 
 def test_direct_newton_in_chunks_matches(monkeypatch):
-    from circuitsim import engine
+    from circuitsim import factor
 
     rng = np.random.default_rng(8)
     g = rng.uniform(1e-6, 1e-4, (5, 5))
@@ -264,7 +264,7 @@ def test_direct_newton_in_chunks_matches(monkeypatch):
                        access=cs.devices.Level1(**ACCESS), v_gate=1.8)
     v = rng.uniform(0, 0.5, (6, 5))
     whole = cs.solve(tile, v, mode="newton").i_out
-    monkeypatch.setattr(engine, "CHUNK_UNKNOWNS", 100)  # 75 unknowns a system: one per chunk
+    monkeypatch.setattr(factor, "CHUNK_UNKNOWNS", 100)  # 75 unknowns a system: one per chunk
     np.testing.assert_allclose(cs.solve(tile, v, mode="newton").i_out, whole, rtol=1e-12)
 
 

@@ -1,0 +1,222 @@
+"""The linear path: tiles whose branches are all linear (wires, linear memristors), ``J x = b``.
+
+Each chunk of tiles is one block-diagonal matrix, factored once for all its input vectors; the
+input vectors are taken in blocks so that memory stays bounded whatever their number. Every
+solution is then checked twice:
+
+- **Backward error (KCL audit).** The residual ``r = J x - b`` is the current left over at each
+  unknown node; it must satisfy ``|r_u| <= 2 reltol sum_v |J_uv| max|v| + abstol`` (``max|v|``
+  over the system's node and fixed voltages): the terms ``J_uv x_v`` and ``b_u`` summed at node
+  ``u`` are each at most ``sum_v |J_uv| max|v|``, so a correct solve leaves only their rounding.
+- **Forward error.** A small backward error allows a large forward error when the matrix is
+  ill-conditioned (wire conductances many decades above the devices'). The forward error of
+  ``x`` is estimated by one step of iterative refinement, ``dx = J^-1 r``, with ``r`` evaluated
+  in *branch form*, ``sum_e G_e (v_a - v_b)``: the differences of nearby node voltages are exact
+  in floating point, so this residual keeps the digits that the assembled matrix ``J`` (whose
+  diagonal adds 1e12 S wires to 1e-3 S devices) loses. For many input vectors the step is
+  sketched: the residuals of a block, each scaled by its system's largest fixed voltage, are
+  combined with random Gaussian weights into a few right-hand sides, whose corrections estimate
+  the largest relative correction of the block. Where the estimate exceeds ``reltol / 10``, the
+  block is refined (``x -= J^-1 r``, repeated while the corrections shrink) until every system's
+  last correction is below ``reltol / 10`` of its largest fixed voltage; a system that does not
+  get there fails with its estimate.
+
+The currents at the fixed nodes come from :meth:`Plan.fixed_operator`, one sparse product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .branches import branch_values
+from . import factor
+from .factor import linear_solver
+from .mna import Plan
+
+__all__ = ["LinearResult", "branch_residual", "forward_error", "solve_linear_plan"]
+
+#: Gaussian sketch vectors per block of right-hand sides for the forward-error estimate.
+PROBES = 2
+#: Refinement steps at most.
+MAX_REFINE = 12
+#: A block is refined until every relative correction is below this fraction of ``reltol``.
+REFINE_TARGET = 0.1
+
+
+@dataclass
+class LinearResult:
+    """Per-system results of :func:`solve_linear_plan`, systems ordered ``(Bp, K)``.
+
+    ``v_nodes`` ``(Bp, K, n_nodes)`` (None unless asked for), ``fixed`` ``(Bp, K, n_fixed)``
+    currents leaving the fixed nodes, ``residual`` (A), ``ok``, ``worst`` (reduced index of the
+    worst node), ``error`` (forward error estimate, relative to the largest fixed voltage),
+    ``refined`` (refinement steps taken), all ``(Bp, K)``, and the linear ``method``.
+    """
+
+    v_nodes: np.ndarray | None
+    fixed: np.ndarray
+    residual: np.ndarray
+    ok: np.ndarray
+    worst: np.ndarray
+    error: np.ndarray
+    refined: np.ndarray
+    method: str
+
+
+class _Chunk:
+    """The matrices of one chunk of ``c`` tiles, with branch conductances ``p`` ``(c, E)``."""
+
+    def __init__(self, plan: Plan, p, q, solver: str, options: dict):
+        self.plan, self.p, self.c = plan, p, len(p)
+        nf, nk = plan.n_free, plan.n_fixed
+        Q = plan.fixed_operator(p)  # (c nk, c n_red), columns per tile: free, fixed
+        cols = np.arange(self.c * (nf + nk)).reshape(self.c, nf + nk)
+        self.Q_f, self.Q_k = Q[:, cols[:, :nf].ravel()], Q[:, cols[:, nf:].ravel()]
+        if nf:
+            J = plan.jacobian(p, q)
+            self.C = plan.coupling(p, q)
+            self.lin = linear_solver(plan, J, solver, options)
+            self.direct = solver in ("direct", "superlu", "cholmod", "dense")
+            # J is symmetric: its CSC arrays read as CSR are J itself; CSR products are faster.
+            self.Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape)
+            self.rowsum = np.asarray(abs(self.Jr).sum(axis=1)).reshape(self.c, nf, 1)
+
+
+
+def branch_residual(plan: Plan, p: np.ndarray, x: np.ndarray, vk_stack: np.ndarray):
+    """Net current leaving each unknown node, ``sum_e G_e (v_a - v_b)``, ``(c nf, kk)``.
+
+    ``p`` ``(c, E)`` branch conductances of ``c`` tiles, ``x`` ``(c nf, kk)`` their unknown and
+    ``vk_stack`` ``(c nk, kk)`` their fixed voltages (tile-major, systems last).
+    """
+    c = len(p)
+    nf, nk = plan.n_free, plan.n_fixed
+    kk = x.shape[1]
+    full = np.empty((c, nf + nk, kk))
+    full[:, :nf] = x.reshape(c, nf, kk)
+    full[:, nf:] = vk_stack.reshape(c, nk, kk)
+    i = full[:, plan.a]
+    i -= full[:, plan.b]
+    i *= p[:, :, None]
+    r = plan.incidence[:nf] @ i.transpose(1, 0, 2).reshape(len(plan.a), c * kk)
+    return np.ascontiguousarray(r.reshape(nf, c, kk).transpose(1, 0, 2)).reshape(c * nf, kk)
+
+
+def _audit(ch: _Chunk, x, rhs, vk_blk, reltol, abstol):
+    """Backward-error audit of the block; returns residual, pass flags, worst node ``(c, kk)``."""
+    c, nf, kk = ch.c, ch.plan.n_free, x.shape[1]
+    r = ch.Jr @ x
+    r -= rhs
+    np.abs(r, out=r)
+    r3 = r.reshape(c, nf, kk)
+    residual = r3.max(axis=1)
+    # |b_u| <= sum_v |J_uv| max|v_k| too, so both terms fit under 2 rowsum_u max|v|
+    v_max = np.maximum(np.abs(x).reshape(c, nf, kk).max(axis=1), np.abs(vk_blk).max(axis=2))
+    r3 -= abstol
+    r3 /= ch.rowsum
+    ratio = r3.max(axis=1) / (2 * reltol * np.where(v_max > 0, v_max, 1.0))
+    ok = ratio <= 1.0
+    worst = r3.argmax(axis=1) if not ok.all() else np.zeros((c, kk), dtype=np.int64)
+    return residual, ok, worst
+
+
+def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng, *,
+                  refine: bool):
+    """Forward-error estimate of a block of ``c`` tiles' solutions ``x`` ``(c nf, kk)`` and, with
+    ``refine``, iterative refinement of ``x`` in place.
+
+    ``solve(r)`` applies ``J^-1`` (block-diagonal); ``residual(x_cols, cols)`` gives the
+    branch-form residual of the columns ``cols``; ``scale`` ``(c, kk)`` is each system's largest
+    fixed voltage. Returns the estimate ``(c, kk)``, relative to ``scale``, and the refinement
+    steps taken ``(c, kk)`` (see the module docstring).
+    """
+    kk = x.shape[1]
+    target = REFINE_TARGET * reltol
+    inv = 1.0 / np.where(scale > 0, scale, 1.0)  # (c, kk)
+    steps = np.zeros((c, kk), dtype=np.int64)
+    if kk > PROBES:
+        # sketch: per tile, random combinations of its scaled residuals
+        r = residual(x, slice(None))
+        rs = (r.reshape(c, nf, kk) * inv[:, None, :]).reshape(c * nf, kk)
+        z = solve(rs @ rng.standard_normal((kk, PROBES)))
+        est = np.abs(z).reshape(c, nf, PROBES).max(axis=(1, 2))  # (c,)
+        if np.all(est <= target) or not refine:
+            return np.repeat(est[:, None], kk, axis=1), steps
+    error = np.zeros((c, kk))
+    active = np.ones((c, kk), dtype=bool)
+    previous = np.full((c, kk), np.inf)
+    while True:
+        cols = np.flatnonzero(active.any(axis=0))
+        dx = solve(residual(x[:, cols], cols))
+        size = np.abs(dx).reshape(c, nf, -1).max(axis=1) * inv[:, cols]
+        act = active[:, cols]
+        error[:, cols] = np.where(act, size, error[:, cols])
+        if not refine:
+            break
+        x[:, cols] -= np.where(np.repeat(act, nf, axis=0), dx, 0.0)
+        # a first correction within target is the estimate itself, not a needed refinement
+        steps[:, cols] += act & ((size > target) | (previous[:, cols] < np.inf))
+        # go on with the systems whose corrections are above target and still clearly shrink
+        act &= (size > target) & (size <= 0.5 * previous[:, cols])
+        previous[:, cols] = size
+        active[:, cols] = act
+        if not active.any() or steps.max() >= MAX_REFINE:
+            break
+    return error, steps
+
+
+def solve_linear_plan(plan: Plan, vk: np.ndarray, *, solver: str, options: dict, reltol: float,
+                      abstol: float, voltages: bool = True, seed: int = 0) -> LinearResult:
+    """Solve the linear tiles of ``plan`` for fixed voltages ``vk`` ``(Bp, K, n_fixed)``."""
+    tiles = plan.tiles
+    Bp, K, nk = vk.shape
+    nf = plan.n_free
+    bv = branch_values(plan, np.zeros((Bp, nf + nk)), tiles)  # partials do not depend on v
+    res = LinearResult(
+        v_nodes=np.empty((Bp, K, len(plan.node_map))) if voltages else None,
+        fixed=np.empty((Bp, K, nk)), residual=np.zeros((Bp, K)), ok=np.ones((Bp, K), dtype=bool),
+        worst=np.zeros((Bp, K), dtype=np.int64), error=np.zeros((Bp, K)),
+        refined=np.zeros((Bp, K), dtype=np.int64),
+        method="none (every node is fixed)" if not nf else "",
+    )
+    rng = np.random.default_rng(seed)
+    per_tile = max(1, factor.CHUNK_UNKNOWNS // max(nf, 1))
+    for c0 in range(0, Bp, per_tile):
+        sel = slice(c0, min(c0 + per_tile, Bp))
+        ch = _Chunk(plan, bv.p[sel], bv.q[sel], solver, options)
+        c = ch.c
+        per_block = max(1, factor.CHUNK_ENTRIES // (c * max(nf + nk, 1)))
+        for k0 in range(0, K, per_block):
+            ks = slice(k0, min(k0 + per_block, K))
+            vk_blk = vk[sel, ks]
+            kk = vk_blk.shape[1]
+            vk_stack = vk_blk.transpose(0, 2, 1).reshape(c * nk, kk)  # tile-major, systems last
+            f_k = ch.Q_k @ vk_stack
+            x = np.zeros((c * nf, kk))
+            if nf:
+                rhs = -(ch.C @ vk_stack)
+                x = ch.lin.solve(rhs)
+                res.method = ch.lin.method
+                residual, ok, worst = _audit(ch, x, rhs, vk_blk, reltol, abstol)
+                scale = np.abs(vk_blk).max(axis=2)
+                error, steps = forward_error(
+                    ch.lin.solve,
+                    lambda xs, cols, vs=vk_stack: branch_residual(plan, ch.p, xs, vs[:, cols]),
+                    x, c, nf, scale, reltol, rng, refine=ch.direct,
+                )
+                if steps.any():  # the audit judges the refined solution
+                    residual, ok, worst = _audit(ch, x, rhs, vk_blk, reltol, abstol)
+                res.residual[sel, ks], res.worst[sel, ks] = residual, worst
+                res.ok[sel, ks] = ok & (error <= reltol)
+                res.error[sel, ks], res.refined[sel, ks] = error, steps
+                f_k += ch.Q_f @ x
+            res.fixed[sel, ks] = f_k.reshape(c, nk, kk).transpose(0, 2, 1)
+            if voltages:
+                V = np.empty((c, kk, nf + nk))
+                V[..., :nf] = x.T.reshape(kk, c, nf).transpose(1, 0, 2)
+                V[..., nf:] = vk_blk
+                res.v_nodes[sel, ks] = V[..., plan.node_map]
+    return res
