@@ -20,7 +20,7 @@ from .mna import tile_plans
 from .newton import MODES, solve_newton
 from .power import Power, read_power
 from .result import ConvergenceError, Solution
-from .transfer import schur_transfer
+from .transfer import OUTPUTS_BY_TRANSFER_FROM, schur_transfer, transfer_outputs
 
 __all__ = ["TransferInfo", "solve", "transfer_matrix"]
 
@@ -178,13 +178,24 @@ def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol
         tiles = plan.tiles
         tile_idx = np.repeat(tiles, K)
         v_red, why = None, np.full(len(tile_idx), "", dtype=object)
-        if tile.is_linear:
+        its = np.ones(len(tile_idx), dtype=np.int64)
+        by_transfer = None
+        if (tile.is_linear and not voltages and K >= OUTPUTS_BY_TRANSFER_FROM
+                and solver == "direct" and solvers.cholmod_available() and plan.n_free):
+            by_transfer = transfer_outputs(plan, vk[tiles], reltol=reltol, abstol=abstol)
+        if by_transfer is not None:
+            fixed, tile_error = by_transfer
+            v_plan, method = None, "cholmod (transfer matrix)"
+            res = np.full(len(tile_idx), np.nan)  # no per-input solution is formed
+            ok = np.ones(len(tile_idx), dtype=bool)
+            worst = np.zeros(len(tile_idx), dtype=np.int64)
+            error = np.repeat(tile_error, K)
+        elif tile.is_linear:
             lr = solve_linear_plan(plan, vk[tiles], solver=solver, options=options,
                                    reltol=reltol, abstol=abstol, voltages=voltages)
             v_plan, fixed, res, ok, worst, error = (
                 lr.v_nodes, lr.fixed, lr.residual.ravel(), lr.ok.ravel(), lr.worst.ravel(),
                 lr.error.ravel())
-            its = np.ones(len(tile_idx), dtype=np.int64)
             method = lr.method + (" + refinement" if lr.refined.any() else "")
         else:
             nr = solve_newton(

@@ -130,3 +130,26 @@ def schur_transfer(plan: Plan, check: np.ndarray, *, reltol: float, abstol: floa
         check_error[t] = np.max(np.abs(F[t] @ check[t] - ref) / bound)
         ok[t] = check_error[t] <= 1.0 and err[0, 0] <= reltol
     return SchurResult(F, ok, check_error, reference_error)
+
+
+#: Input vectors per tile from which ``solve(..., voltages=False)`` on a linear tile takes the
+#: currents from the fixed-node map ``F`` (one boundary-last factorisation and products) instead
+#: of one pair of triangular solves per input vector.
+OUTPUTS_BY_TRANSFER_FROM = 16
+
+
+def transfer_outputs(plan: Plan, vk: np.ndarray, *, reltol: float, abstol: float):
+    """Fixed-node currents ``(Bp, K, n_fixed)`` of the plan's linear tiles for fixed voltages
+    ``vk`` ``(Bp, K, n_fixed)`` through their checked maps ``F``, and each tile's error on its
+    check vector relative to the terms summed ``(Bp,)``; None when a tile fails its check (the
+    caller then solves every input)."""
+    Bp = vk.shape[0]
+    check = np.random.default_rng(0).uniform(-1.0, 1.0, (Bp, plan.n_fixed))
+    try:
+        sr = schur_transfer(plan, check, reltol=reltol, abstol=abstol)
+    except np.linalg.LinAlgError:
+        return None
+    if not sr.ok.all():
+        return None
+    fixed = np.matmul(vk, sr.F.transpose(0, 2, 1))
+    return fixed, sr.check_error * reltol

@@ -381,3 +381,18 @@ def test_progress_bar_needs_tqdm_or_shows_one(capsys):
         return
     sol = cs.solve(_hard_tile(), np.full(8, 1.0), progress=True)
     assert sol.converged and "Newton" in capsys.readouterr().err
+
+
+def test_outputs_only_for_many_inputs_go_through_the_transfer_matrix(rng):
+    g = rng.uniform(1e-6, 1e-4, (2, 7, 5))
+    tile = cs.crossbar(g, 1.0, 2.0, 3.0, 1.5, v_sense=[0.0, 0.01, -0.02, 0.0, 0.03])
+    v = rng.uniform(-0.3, 0.3, (2, 40, 7))
+    full = cs.solve(tile, v)
+    lean = cs.solve(tile, v, voltages=False)
+    assert "transfer matrix" in lean.method
+    scale = np.abs(full.i_out).max()
+    np.testing.assert_allclose(lean.i_out, full.i_out, rtol=0, atol=1e-12 * scale)
+    # driver currents come from F v = C^T v_b + J_kk v: a difference of driver-branch terms
+    np.testing.assert_allclose(lean.i_source, full.i_source, rtol=0, atol=1e-11 * scale)
+    assert lean.converged.all() and np.all(lean.error <= 1e-9)
+    assert np.all(np.isnan(lean.residual))  # no per-input solution was formed
