@@ -32,7 +32,7 @@ CHUNK_UNKNOWNS = 1 << 20
 
 #: Entries (unknowns times right-hand sides) per block of right-hand sides: input vectors are
 #: solved in blocks of about this size, so memory stays bounded whatever their number.
-CHUNK_ENTRIES = 1 << 22
+CHUNK_ENTRIES = 1 << 24
 
 #: Unknowns per tile from which CHOLMOD's supernodal factorisation is used (see cholmod_mode).
 SUPERNODAL_FROM = 400_000

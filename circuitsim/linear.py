@@ -16,7 +16,8 @@ solution is then checked twice:
   diagonal adds 1e12 S wires to 1e-3 S devices) loses. For many input vectors the step is
   sketched: the residuals of a block, each scaled by its system's largest fixed voltage, are
   combined with random Gaussian weights into a few right-hand sides, whose corrections estimate
-  the largest relative correction of the block. Where the estimate exceeds ``reltol / 10``, the
+  the largest relative correction of the block (the sketch takes the audit's residual
+  ``J x - b``, which costs no extra pass and errs on the safe side). Where the estimate exceeds ``reltol / 10``, the
   block is refined (``x -= J^-1 r``, repeated while the corrections shrink) until every system's
   last correction is below ``reltol / 10`` of its largest fixed voltage; a system that does not
   get there fails with its estimate.
@@ -82,7 +83,12 @@ class _Chunk:
             self.direct = solver in ("direct", "superlu", "cholmod", "dense")
             # J is symmetric: its CSC arrays read as CSR are J itself; CSR products are faster.
             self.Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape)
-            self.rowsum = np.asarray(abs(self.Jr).sum(axis=1)).reshape(self.c, nf, 1)
+            self.inv_rowsum = 1.0 / np.asarray(abs(self.Jr).sum(axis=1)).reshape(self.c, nf, 1)
+        # where each circuit node's voltage comes from: an unknown, or a fixed voltage
+        free = plan.node_map < nf
+        self.free_nodes, self.fixed_nodes = np.flatnonzero(free), np.flatnonzero(~free)
+        self.free_from = plan.node_map[free]
+        self.fixed_from = plan.node_map[~free] - nf
 
 
 
@@ -105,33 +111,43 @@ def branch_residual(plan: Plan, p: np.ndarray, x: np.ndarray, vk_stack: np.ndarr
     return np.ascontiguousarray(r.reshape(nf, c, kk).transpose(1, 0, 2)).reshape(c * nf, kk)
 
 
-def _audit(ch: _Chunk, x, rhs, vk_blk, reltol, abstol):
-    """Backward-error audit of the block; returns residual, pass flags, worst node ``(c, kk)``."""
+def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol):
+    """Backward-error audit of the block; returns residual, pass flags, worst node ``(c, kk)``
+    and the signed residual ``J x - b`` ``(c nf, kk)``.
+
+    ``v_max`` ``(c, kk)``: the largest fixed voltage of each system, which bounds every node
+    voltage of a passive linear network (no node lies outside the range of the sources).
+    """
     c, nf, kk = ch.c, ch.plan.n_free, x.shape[1]
-    r = ch.Jr @ x
-    r -= rhs
-    np.abs(r, out=r)
+    signed = ch.Jr @ x
+    signed -= rhs
+    r = np.abs(signed)
     r3 = r.reshape(c, nf, kk)
     residual = r3.max(axis=1)
-    # |b_u| <= sum_v |J_uv| max|v_k| too, so both terms fit under 2 rowsum_u max|v|
-    v_max = np.maximum(np.abs(x).reshape(c, nf, kk).max(axis=1), np.abs(vk_blk).max(axis=2))
-    r3 -= abstol
-    r3 /= ch.rowsum
-    ratio = r3.max(axis=1) / (2 * reltol * np.where(v_max > 0, v_max, 1.0))
-    ok = ratio <= 1.0
-    worst = r3.argmax(axis=1) if not ok.all() else np.zeros((c, kk), dtype=np.int64)
-    return residual, ok, worst
+    # |J_uv x_v| and |b_u| are at most sum_v |J_uv| max|v|: both fit under 2 rowsum_u max|v|
+    allowed = 2 * reltol * np.where(v_max > 0, v_max, 1.0)
+    r3 *= ch.inv_rowsum
+    ok = r3.max(axis=1) <= allowed  # without abstol first: one pass less when all pass
+    worst = np.zeros((c, kk), dtype=np.int64)
+    if not ok.all():
+        r3 -= abstol * ch.inv_rowsum
+        ok = r3.max(axis=1) <= allowed
+        worst = r3.argmax(axis=1)
+    return residual, ok, worst, signed
 
 
 def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng, *,
-                  refine: bool):
+                  refine: bool, sketch_residual=None):
     """Forward-error estimate of a block of ``c`` tiles' solutions ``x`` ``(c nf, kk)`` and, with
     ``refine``, iterative refinement of ``x`` in place.
 
     ``solve(r)`` applies ``J^-1`` (block-diagonal); ``residual(x_cols, cols)`` gives the
     branch-form residual of the columns ``cols``; ``scale`` ``(c, kk)`` is each system's largest
     fixed voltage. Returns the estimate ``(c, kk)``, relative to ``scale``, and the refinement
-    steps taken ``(c, kk)`` (see the module docstring).
+    steps taken ``(c, kk)`` (see the module docstring). ``sketch_residual``, if given, is used
+    for the sketch instead of the branch-form residual: the audit's ``J x - b``, whose rounding
+    (about ``eps |J| |x|``) is at most that of the branch form, so the sketch errs on the safe side
+    and costs no extra pass over the block.
     """
     kk = x.shape[1]
     target = REFINE_TARGET * reltol
@@ -139,9 +155,9 @@ def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng
     steps = np.zeros((c, kk), dtype=np.int64)
     if kk > PROBES:
         # sketch: per tile, random combinations of its scaled residuals
-        r = residual(x, slice(None))
-        rs = (r.reshape(c, nf, kk) * inv[:, None, :]).reshape(c * nf, kk)
-        z = solve(rs @ rng.standard_normal((kk, PROBES)))
+        r = residual(x, slice(None)) if sketch_residual is None else sketch_residual
+        weights = inv[:, :, None] * rng.standard_normal((kk, PROBES))  # (c, kk, P)
+        z = solve(np.matmul(r.reshape(c, nf, kk), weights).reshape(c * nf, PROBES))
         est = np.abs(z).reshape(c, nf, PROBES).max(axis=(1, 2))  # (c,)
         if np.all(est <= target) or not refine:
             return np.repeat(est[:, None], kk, axis=1), steps
@@ -198,25 +214,27 @@ def solve_linear_plan(plan: Plan, vk: np.ndarray, *, solver: str, options: dict,
             x = np.zeros((c * nf, kk))
             if nf:
                 rhs = -(ch.C @ vk_stack)
-                x = ch.lin.solve(rhs)
+                x = np.ascontiguousarray(ch.lin.solve(rhs))  # sparse products want C order
                 res.method = ch.lin.method
-                residual, ok, worst = _audit(ch, x, rhs, vk_blk, reltol, abstol)
                 scale = np.abs(vk_blk).max(axis=2)
+                residual, ok, worst, signed = _audit(ch, x, rhs, scale, reltol, abstol)
                 error, steps = forward_error(
                     ch.lin.solve,
                     lambda xs, cols, vs=vk_stack: branch_residual(plan, ch.p, xs, vs[:, cols]),
-                    x, c, nf, scale, reltol, rng, refine=ch.direct,
+                    x, c, nf, scale, reltol, rng, refine=ch.direct, sketch_residual=signed,
                 )
+                del signed
                 if steps.any():  # the audit judges the refined solution
-                    residual, ok, worst = _audit(ch, x, rhs, vk_blk, reltol, abstol)
+                    residual, ok, worst, _ = _audit(ch, x, rhs, scale, reltol, abstol)
                 res.residual[sel, ks], res.worst[sel, ks] = residual, worst
                 res.ok[sel, ks] = ok & (error <= reltol)
                 res.error[sel, ks], res.refined[sel, ks] = error, steps
                 f_k += ch.Q_f @ x
             res.fixed[sel, ks] = f_k.reshape(c, nk, kk).transpose(0, 2, 1)
             if voltages:
-                V = np.empty((c, kk, nf + nk))
-                V[..., :nf] = x.T.reshape(kk, c, nf).transpose(1, 0, 2)
-                V[..., nf:] = vk_blk
-                res.v_nodes[sel, ks] = V[..., plan.node_map]
+                out = res.v_nodes[sel, ks]  # a view: (c, kk, n_nodes)
+                if nf:
+                    xv = x.reshape(c, nf, kk)
+                    out[..., ch.free_nodes] = np.take(xv, ch.free_from, axis=1).transpose(0, 2, 1)
+                out[..., ch.fixed_nodes] = vk_blk[..., ch.fixed_from]
     return res
