@@ -4,21 +4,28 @@
 #   bash run.sh test [pytest args] the whole test suite
 #   bash run.sh bench [options]    the benchmarks (benchmarks/README.md)
 #   bash run.sh validate [options] cross-check against ngspice (circuitsim validate --help)
-# It installs what it needs once: Debian packages when run as root (ngspice and its shared
-# library, SuiteSparse for CHOLMOD, OpenBLAS, cairo for the badcrossbar benchmark) and a virtual
-# environment in .venv with the project and its extras.
+# It installs what each command needs, once: Debian packages when run as root (SuiteSparse for
+# CHOLMOD and OpenBLAS always; ngspice and its shared library for test and validate; cairo and
+# pkg-config for the badcrossbar benchmark only) and a virtual environment in .venv with the
+# project and its extras.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=.venv
 
-apt_packages="ngspice libngspice0 libngspice0-dev libsuitesparse-dev libopenblas0-pthread libcairo2-dev pkg-config"
+apt_core="libsuitesparse-dev libopenblas0-pthread"
+apt_spice="ngspice libngspice0 libngspice0-dev"
+apt_bench="libcairo2-dev pkg-config"
 
 setup_system() {
-    local missing=""
+    local missing="" packages="$apt_core"
+    case "${1:-}" in
+        test|validate) packages="$packages $apt_spice" ;;
+        bench) packages="$packages $apt_spice $apt_bench" ;;
+    esac
     # Debian's python3 needs python3-venv for "python3 -m venv"
     "$PY" -c "import ensurepip" >/dev/null 2>&1 || missing="python3-venv"
-    for p in $apt_packages; do
+    for p in $packages; do
         dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
     done
     [ -z "$missing" ] && return 0
@@ -48,9 +55,9 @@ setup_python() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    irdrop) setup_system; setup_python; exec "$VENV/bin/python" -m circuitsim.study "$@" ;;
-    test) setup_system; setup_python; exec "$VENV/bin/python" -m pytest -q "$@" ;;
-    bench) setup_system; setup_python bench; exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
-    validate) setup_system; setup_python; exec "$VENV/bin/python" -m circuitsim validate "$@" ;;
+    irdrop) setup_system irdrop; setup_python; exec "$VENV/bin/python" -m circuitsim.study "$@" ;;
+    test) setup_system test; setup_python; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    bench) setup_system bench; setup_python bench; exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
+    validate) setup_system validate; setup_python; exec "$VENV/bin/python" -m circuitsim validate "$@" ;;
     *) echo "usage: bash run.sh {irdrop|test|bench|validate} [options]" >&2; exit 2 ;;
 esac

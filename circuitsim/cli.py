@@ -82,16 +82,65 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _check_options(spec: dict) -> None:
+    """Options that do not apply to the command-line tile are errors, named as options."""
+    from circuitsim.validation.suite import _ACCESS_KEYS, _DEVICE_KEYS
+
+    device = spec.get("device", "linear")
+    for key, devices in _DEVICE_KEYS.items():
+        if key in spec and device not in devices:
+            raise ValueError(f"{_option(key)} applies only with --device "
+                             f"{' or '.join(devices)}" + (f", not {device}" if "device" in spec
+                                                          else ""))
+    if spec.get("access", "none") != "level1":
+        given = [_option(k) for k in _ACCESS_KEYS if k in spec]
+        if given:
+            raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only "
+                             "with --access level1")
+
+
 def _user_specs(args) -> list[dict]:
+    from circuitsim.validation.suite import check_spec
+
     keys = [*_TILE_OPTIONS, "device", "access", "drive", "name"]
     spec = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    _check_options(spec)
     specs = [spec] if set(spec) - {"name"} else []
     for path in args.config:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            data = data.get("cases", [data])
-        specs.extend(dict(s, name=s.get("name", f"{path.stem}-{k}")) for k, s in enumerate(data))
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        if isinstance(data, dict) and "cases" in data:
+            if set(data) != {"cases"}:
+                extra = sorted(set(data) - {"cases"})
+                raise ValueError(f"{path}: beside 'cases' no other key is allowed, got {extra}")
+            data = data["cases"]
+            if not isinstance(data, list):
+                raise ValueError(f"{path}: 'cases' must be a list of case objects, got "
+                                 f"{type(data).__name__}")
+        elif isinstance(data, dict):
+            data = [data]
+        elif not isinstance(data, list):
+            raise ValueError(f'{path}: expected a case object, a list of them, or {{"cases": '
+                             f"[...]}}, got {type(data).__name__} {data!r}")
+        for k, case in enumerate(data):
+            check_spec(case, f"{path}: case {k}")
+            specs.append(dict(case, name=case.get("name", f"{path.stem}-{k}")))
     return specs
+
+
+def _check_decks_dir(path: Path) -> None:
+    """The deck directory must exist or be creatable, and be writable."""
+    import tempfile
+
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path):
+        pass
 
 
 def _table(outcomes) -> str:
@@ -120,6 +169,14 @@ def validate(args) -> int:
     from circuitsim.validation.suite import builtin_cases, case_from_spec, run_cases
 
     try:
+        if not args.timeout > 0:
+            raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+        if args.write_decks is not None:
+            try:
+                _check_decks_dir(args.write_decks)
+            except OSError as exc:
+                raise ValueError(f"--write-decks {args.write_decks}: cannot write decks there "
+                                 f"({exc.strerror or exc})") from None
         cases = [] if args.no_builtin else builtin_cases()
         cases += [case_from_spec(s) for s in _user_specs(args)]
     except (OSError, ValueError, TypeError) as exc:

@@ -21,8 +21,9 @@ __all__ = ["irdrop_main", "irdrop_summary"]
 def irdrop_summary(tile, v_in: np.ndarray) -> dict:
     """Solve ``tile`` for ``v_in`` ``(K, m)`` and compare it with the ideal crossbar ``v_in @ g``.
 
-    Returns a dict: ``worst_wl_drop`` (largest fall of a word-line node below its input, V),
-    ``worst_bl_rise`` (largest bit-line node voltage above the sense voltage, V), its locations,
+    Returns a dict: ``worst_wl_drop`` (largest magnitude of a word-line node's difference from its
+    input, V), ``worst_bl_rise`` (largest magnitude of a bit-line node's difference from the sense
+    voltage, V; both hold for inputs of either sign), their locations,
     ``i_out`` and ``i_ideal`` ``(K, n)``, relative output-current errors (``err_mean``,
     ``err_max``, relative to the largest ideal output of the same vector), ``read_power`` (W,
     mean over inputs) and the solve time.
@@ -32,8 +33,8 @@ def irdrop_summary(tile, v_in: np.ndarray) -> dict:
     elapsed = time.perf_counter() - start
     g = tile.g[0]
     ideal = v_in @ g if tile.is_linear else None
-    drop = v_in[:, :, None] - sol.v_wl
-    rise = sol.v_bl - tile.v_sense[0][None, None, :]
+    drop = np.abs(v_in[:, :, None] - sol.v_wl)
+    rise = np.abs(sol.v_bl - tile.v_sense[0][None, None, :])
     k_wl, i_wl, j_wl = np.unravel_index(np.argmax(drop), drop.shape)
     k_bl, i_bl, j_bl = np.unravel_index(np.argmax(rise), rise.shape)
     out = {
@@ -75,13 +76,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check(parser: argparse.ArgumentParser, args) -> None:
+    """Refuse option values that make no tile (argparse exits with status 2)."""
+    for name in ("rows", "cols"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.inputs < 0:
+        parser.error(f"--inputs must be >= 0, got {args.inputs}")
+    for name in ("r_wire", "r_source", "r_sense"):
+        value = getattr(args, name)
+        if not (np.isfinite(value) and value >= 0):
+            parser.error(f"--{name.replace('_', '-')} must be a resistance >= 0 ohm, got {value:g}")
+    for name in ("r_on", "r_off"):
+        value = getattr(args, name)
+        if not (np.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a resistance > 0 ohm, got {value:g}")
+    if args.r_on > args.r_off:
+        parser.error(f"--r-on ({args.r_on:g} ohm) must not exceed --r-off ({args.r_off:g} ohm)")
+    if not (np.isfinite(args.v_read) and args.v_read != 0):
+        parser.error(f"--v-read must be a nonzero voltage, got {args.v_read:g}")
+    if args.sinh is not None and not (np.isfinite(args.sinh) and args.sinh > 0):
+        parser.error(f"--sinh must be a coefficient > 0 (1/V), got {args.sinh:g}")
+
+
 def irdrop_main(argv=None) -> int:
-    """Command-line entry of the study; prints the summary and returns 0."""
-    args = _parser().parse_args(argv)
+    """Command-line entry of the study; prints the summary and returns 0 (2 for bad options)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
     rng = np.random.default_rng(args.seed)
     m, n = args.rows, args.cols
     g = rng.uniform(1 / args.r_off, 1 / args.r_on, (m, n))
-    device = cs.devices.Sinh(a=args.sinh) if args.sinh else None
+    device = cs.devices.Sinh(a=args.sinh) if args.sinh is not None else None
     tile = cs.crossbar(g, args.r_wire, args.r_wire, args.r_source, args.r_sense, device=device)
     v_in = np.vstack([np.full(m, args.v_read), args.v_read * rng.random((args.inputs, m))])
     s = irdrop_summary(tile, v_in)
@@ -96,7 +122,8 @@ def irdrop_main(argv=None) -> int:
     print(f"  solved exactly in {s['seconds']:.3f} s ({s['method']}), "
           f"largest KCL residual {s['max_kcl_residual']:.2e} A")
     print(f"  worst word-line drop : {1e3 * s['worst_wl_drop']:8.3f} mV "
-          f"({100 * s['worst_wl_drop'] / args.v_read:.2f} % of the read voltage) at wl[{i_wl},{j_wl}]")
+          f"({100 * s['worst_wl_drop'] / abs(args.v_read):.2f} % of the read voltage) "
+          f"at wl[{i_wl},{j_wl}]")
     print(f"  worst bit-line rise  : {1e3 * s['worst_bl_rise']:8.3f} mV at bl[{i_bl},{j_bl}]")
     print(f"  output current error vs ideal crossbar: mean {100 * s['err_mean']:.3f} %, "
           f"max {100 * s['err_max']:.3f} % (of each vector's largest ideal output)")

@@ -217,6 +217,53 @@ def _device(spec: dict):
     raise ValueError(f"device must be one of {DEVICES}, got {kind!r}")
 
 
+#: Keys a user case may have (see :func:`case_from_spec`).
+SPEC_KEYS = (
+    "name", "rows", "cols", "g", "g_min", "g_max", "v_in", "v_min", "v_max", "r_wl", "r_bl",
+    "r_source", "r_sense", "v_sense", "drive", "device", "a", "a_neg", "k_neg", "access",
+    "v_gate", "vto", "kp", "lambda", "w", "l", "seed",
+)
+#: Keys that apply only to some devices, and to the access transistor.
+_DEVICE_KEYS = {"a": ("sinh", "asym-sinh"), "a_neg": ("asym-sinh",), "k_neg": ("asym-sinh",)}
+_ACCESS_KEYS = ("v_gate", "vto", "kp", "lambda", "w", "l")
+
+
+def check_spec(spec, where: str) -> None:
+    """Refuse a case spec with unknown keys, keys that do not apply, or values of the wrong
+    kind; the ``ValueError`` names ``where`` (the case) and the key."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a case must be an object of tile options, got "
+                         f"{type(spec).__name__} {spec!r}")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}; valid: {', '.join(SPEC_KEYS)}")
+    device = spec.get("device", "linear")
+    for key, devices in _DEVICE_KEYS.items():
+        if key in spec and device not in devices:
+            raise ValueError(f"{where}: {key!r} applies only with device "
+                             f"{' or '.join(map(repr, devices))}, not {device!r}")
+    if spec.get("access", "none") != "level1":
+        given = [k for k in _ACCESS_KEYS if k in spec]
+        if given:
+            raise ValueError(f"{where}: {', '.join(map(repr, given))} appl"
+                             f"{'ies' if len(given) == 1 else 'y'} only with access 'level1'")
+    for key in ("rows", "cols", "seed"):
+        value = spec.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed"
+                                                                                else 1):
+            raise ValueError(f"{where}: {key!r} must be a "
+                             f"{'non-negative' if key == 'seed' else 'positive'} integer, "
+                             f"got {value!r}")
+    for key in ("g_min", "g_max", "v_min", "v_max", "a", "a_neg", "k_neg", "vto", "kp",
+                "lambda", "w", "l"):
+        value = spec.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: {key!r} must be a number, got {value!r}")
+    if "name" in spec and not isinstance(spec["name"], str):
+        raise ValueError(f"{where}: 'name' must be a string, got {spec['name']!r}")
+
+
 def case_from_spec(spec: dict) -> Case:
     """A case from a dictionary of tile options (JSON config or command line).
 
@@ -226,7 +273,11 @@ def case_from_spec(spec: dict) -> Case:
     ``r_source``, ``r_sense`` (ohm, scalars or nested lists), ``v_sense``, ``drive``; ``device``
     (one of :data:`DEVICES`) with ``a``, ``a_neg``, ``k_neg``; ``access`` (``"none"`` or
     ``"level1"``) with ``v_gate``, ``vto``, ``kp``, ``lambda``, ``w``, ``l``; ``seed`` (default 0).
+    Other keys, and keys that do not apply (``a`` without a sinh device, ``v_gate`` without
+    ``access``), are refused (:func:`check_spec`).
     """
+    check_spec(spec, f"case {spec.get('name', '(unnamed)')!r}" if isinstance(spec, dict)
+               else "case")
     rng = np.random.default_rng(spec.get("seed", 0))
     if "g" in spec:
         g = np.asarray(spec["g"], dtype=float)
