@@ -51,7 +51,9 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
     nonlinear branch (gmin stepping).
     """
     va, vb = v_red[:, plan.a], v_red[:, plan.b]
-    parts, start = [], 0
+    shape = (len(v_red), len(plan.a))
+    i, p, q = np.empty(shape), np.empty(shape), np.empty(shape)
+    start = 0
     for k, (group, cells) in enumerate(zip(plan.circuit.groups, plan.kept)):
         sl = slice(start, start + len(cells))
         start = sl.stop
@@ -60,19 +62,19 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
         value = group.value[tile_idx][:, cells]
         model = models[k] if models is not None else select_cells(group.model, tile_idx, cells)
         if group.kind == "resistor":
-            parts.append(_linear(1.0 / value, va[:, sl] - vb[:, sl]))
+            i[:, sl], p[:, sl], q[:, sl] = _linear(1.0 / value, va[:, sl] - vb[:, sl])
         elif group.kind == "device":
             dv = va[:, sl] - vb[:, sl]
             if model is None or getattr(model, "linear", False):
-                parts.append(_linear(value, dv))
+                i[:, sl], p[:, sl], q[:, sl] = _linear(value, dv)
             else:
                 g = model.conductance(dv, value) + gmin
-                parts.append((model.current(dv, value) + gmin * dv, g, -g))
+                i[:, sl] = model.current(dv, value) + gmin * dv
+                p[:, sl], q[:, sl] = g, -g
         else:  # transistor: a is the drain, b the source, value the gate voltage
-            i, gd, gs = model.drain_current(va[:, sl], vb[:, sl], value)
+            i[:, sl], p[:, sl], q[:, sl] = model.drain_current(va[:, sl], vb[:, sl], value)
             if gmin:
-                dv = va[:, sl] - vb[:, sl]
-                i, gd, gs = i + gmin * dv, gd + gmin, gs - gmin
-            parts.append((i, gd, gs))
-    i, p, q = (np.concatenate(x, axis=1) for x in zip(*parts))
+                i[:, sl] += gmin * (va[:, sl] - vb[:, sl])
+                p[:, sl] += gmin
+                q[:, sl] -= gmin
     return BranchValues(i, p, q)

@@ -106,6 +106,9 @@ class _Model:
     def expand(self, batch: int, m: int, n: int):
         """Broadcast every per-cell parameter to ``(batch, m, n)``, flattened to ``(batch, m*n)``.
 
+        A scalar parameter stays a scalar: one value for every cell needs no per-cell array, and
+        evaluating the model then costs no gathers.
+
         Raises
         ------
         ValueError
@@ -115,6 +118,8 @@ class _Model:
         new = {}
         for name in self._cell_params:
             value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.ndim == 0:
+                continue
             if value.ndim == 1:
                 raise ValueError(
                     f"{type(self).__name__}: parameter {name} has shape {value.shape}: a 1-D "
@@ -132,17 +137,20 @@ class _Model:
         return dataclasses.replace(self, **new)
 
     def take(self, idx):
-        """After :meth:`expand`, select batch entries: parameters become ``param[idx]``."""
+        """After :meth:`expand`, select batch entries: parameters become ``param[idx]``
+        (scalars stay as they are)."""
         new = {}
         for name in self._cell_params:
             value = getattr(self, name)
+            if np.ndim(value) == 0:
+                continue
             if np.ndim(value) != 2:
                 raise ValueError(
                     f"{type(self).__name__}.take: call expand() first "
                     f"(parameter {name} has shape {np.shape(value)})"
                 )
             new[name] = value[idx]
-        return dataclasses.replace(self, **new)
+        return dataclasses.replace(self, **new) if new else self
 
 
 class _Memristor(_Model):

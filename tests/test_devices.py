@@ -312,7 +312,6 @@ def test_stanford_pku_default_range():
 @pytest.mark.parametrize(
     ("a", "row0"),
     [
-        (2.0, [2.0] * 6),
         (np.array([[1.0, 2.0, 3.0]]), [1.0, 2.0, 3.0] * 2),  # per column
         (np.array([[1.0], [2.0]]), [1.0] * 3 + [2.0] * 3),  # per row
         (np.arange(12.0).reshape(2, 2, 3) + 1, np.arange(6.0) + 1),  # per tile and cell
@@ -322,6 +321,11 @@ def test_expand_broadcasts_and_flattens(a, row0):
     e = Sinh(a=a).expand(2, 2, 3)
     assert e.a.shape == (2, 6) and e.a.dtype == np.float64
     np.testing.assert_array_equal(e.a[0], row0)
+
+
+def test_expand_keeps_scalars():
+    e = Sinh(a=2.0).expand(2, 2, 3)
+    assert np.ndim(e.a) == 0 and e.a == 2.0 and e.take(np.array([1, 0])).a == 2.0
 
 
 def test_expand_shape_error_names_parameter_and_shapes():
@@ -340,9 +344,10 @@ def test_expand_refuses_one_dimensional_parameters(length):
 def test_take_selects_batch_entries():
     vto = np.array([0.1, 0.2, 0.3]).reshape(3, 1, 1)
     e = Level1(vto=vto).expand(3, 2, 2)
-    assert all(getattr(e, k).shape == (3, 4) for k in Level1._cell_params)
+    assert e.vto.shape == (3, 4)
+    assert all(np.ndim(getattr(e, k)) == 0 for k in Level1._cell_params if k != "vto")
     t = e.take(np.array([2, 2, 0, 1]))
-    assert all(getattr(t, k).shape == (4, 4) for k in Level1._cell_params)
+    assert t.vto.shape == (4, 4)
     np.testing.assert_array_equal(t.vto[:, 0], [0.3, 0.3, 0.1, 0.2])
     i = t.drain_current(np.ones((4, 4)), 0.0, 0.25)[0]
     assert i.shape == (4, 4) and np.all(i[:2] == 0) and np.all(i[2:] > 0)
@@ -350,7 +355,7 @@ def test_take_selects_batch_entries():
 
 def test_take_needs_expand():
     with pytest.raises(ValueError, match="expand"):
-        Sinh(a=1.0).take(np.array([0]))
+        Sinh(a=np.ones((1, 2, 2))).take(np.array([0]))
 
 
 def test_expand_without_cell_params_keeps_model():
