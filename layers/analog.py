@@ -328,6 +328,12 @@ class AnalogMatrix:
             return circuit.linear_currents(self._T, v), None
         return circuit.solve_currents(tile, v)
 
+    def tile_voltages(self, x) -> np.ndarray:
+        """Word-line voltages of every tile ``(B, K, rows)`` (V) for inputs ``x`` ``(K, in)``:
+        after the DAC, ``x v_read / x_max``, 0 V on unused rows."""
+        self._require_calibration()
+        return self._voltages(self._check_input(x))[0]
+
     def tile_currents(self, x, mode: str = "circuit") -> np.ndarray:
         """Bit-line currents of every tile ``(B, K, cols)`` (A) for inputs ``x`` ``(K, in)``, as
         the layer computes them in ``mode`` (``"mapped"`` or ``"circuit"``), before the ADC."""

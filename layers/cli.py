@@ -133,8 +133,9 @@ def _data(args):
 
 
 def _run(args) -> int:
-    from circuitsim import layers as L
     from circuitsim.validation import NgspiceMissingError
+
+    from circuitsim import layers as L
 
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
@@ -186,13 +187,20 @@ def _sweep_table(args, runs) -> str:
     mode = args.modes[-1]
     tiles = list(dict.fromkeys(t for t, _, _ in runs))
     wires = list(dict.fromkeys(r for _, r, _ in runs))
-    acc = {(t, r): rep.accuracy[mode] for t, r, rep in runs}
+    cell = {}
+    for t, r, rep in runs:
+        text = f"{100 * rep.accuracy[mode]:.2f} %"
+        if mode != "ideal" and rep.layers:
+            text += f" / {rep.layers[-1].rel_rms_propagated[mode]:.1e}"
+        cell[(t, r)] = text
     n = runs[0][2].n
     head = [f"{args.model} on {args.dataset} ({n} images), {mode} accuracy"]
+    if mode != "ideal":
+        head[0] += " / relative RMS error of the last analog layer's output"
     if "ideal" in args.modes:
-        head[0] += f"; ideal {100 * runs[0][2].accuracy['ideal']:.2f} %"
+        head[0] += f"; ideal accuracy {100 * runs[0][2].accuracy['ideal']:.2f} %"
     rows = [["r_wire (ohm)"] + [f"{t[0]}x{t[1]}" for t in tiles]]
-    rows += [[f"{r:g}"] + [f"{100 * acc[(t, r)]:.2f} %" for t in tiles] for r in wires]
+    rows += [[f"{r:g}"] + [cell[(t, r)] for t in tiles] for r in wires]
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(head + body)

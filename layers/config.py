@@ -296,8 +296,8 @@ class TileConfig:
         dev = "linear" if self.device is None else type(self.device).__name__
         parts = [
             f"{self.rows}x{self.cols} {cell} {dev}",
-            f"r_wl {self.r_wl:g} r_bl {self.r_bl:g} r_source {self.r_source:g} "
-            f"r_sense {self.r_sense:g} ohm",
+            (f"r_wl {self.r_wl:g} r_bl {self.r_bl:g} r_source {self.r_source:g} "
+            f"r_sense {self.r_sense:g} ohm"),
             f"G {self.g_min:.3g}..{self.g_max:.3g} S",
             self.mapping,
             f"v_read {self.v_read:g} V",

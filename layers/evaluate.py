@@ -106,10 +106,10 @@ class Report:
                     continue
                 its = lay.newton_iterations_max.get(m)
                 conv = lay.adc_conversions.get(m, 0)
+                iso = [f"{d[m]:.2e}" if m in d else "-"
+                       for d in (lay.rel_rms_isolated, lay.rel_max_isolated)]
                 rows.append((
-                    f"{lay.name} {lay.description}", str(lay.tiles), m,
-                    f"{lay.rel_rms_isolated.get(m, float('nan')):.2e}",
-                    f"{lay.rel_max_isolated.get(m, float('nan')):.2e}",
+                    f"{lay.name} {lay.description}", str(lay.tiles), m, *iso,
                     f"{lay.rel_rms_propagated[m]:.2e}", f"{lay.rel_max_propagated[m]:.2e}",
                     f"{lay.adc_clipped[m]} / {conv}" if conv else "-",
                     "-" if its is None else str(its),

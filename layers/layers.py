@@ -78,6 +78,10 @@ class _Analog:
         self.core.calibrate(self._columns(np.asarray(x, dtype=np.float64)))
         return self
 
+    def tile_voltages(self, x) -> np.ndarray:
+        """Word-line voltages ``(B, K', rows)`` of every tile for the layer input ``x``."""
+        return self.core.tile_voltages(self._columns(np.asarray(x, dtype=np.float64)))
+
     def tile_currents(self, x, mode: str = "circuit") -> np.ndarray:
         """Bit-line currents ``(B, K', cols)`` of every tile for the layer input ``x``."""
         return self.core.tile_currents(self._columns(np.asarray(x, dtype=np.float64)), mode)

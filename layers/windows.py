@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["im2col", "pair", "pads4", "windows"]
+__all__ = ["im2col", "pads4", "pair", "windows"]
 
 
 def pair(value, name: str) -> tuple[int, int]:

@@ -7,10 +7,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from circuitsim.validation import ngspice
 
 import circuitsim as cs
 from circuitsim import layers as L
-from circuitsim.validation import ngspice
 
 pytest.importorskip("sklearn")
 pytest.importorskip("onnx")

@@ -125,7 +125,7 @@ def test_conductances_follow_the_mapping_formulas():
     W = np.array([[0.5, -1.0, 0.0], [2.0, -0.25, 1.0]])  # (out 2, in 3); max |W| = 2
     g_min, g_max = 1e-6, 1e-4
     span = g_max - g_min
-    base = dict(rows=3, cols=4, g_min=g_min, g_max=g_max)
+    base = {"rows": 3, "cols": 4, "g_min": g_min, "g_max": g_max}
     sep = L.Linear(W, config=L.TileConfig(mapping="separate", **base))
     gp, gm = sep.tiles[0].g, sep.tiles[1].g
     assert [t.side for t in sep.tiles] == ["+", "-"]
@@ -163,8 +163,8 @@ def test_tiling_leaves_ideal_and_mapped_unchanged(mapping):
     rng = np.random.default_rng(2)
     W, b = rng.normal(size=(40, 70)), rng.normal(size=40)
     x = rng.uniform(-1.0, 1.0, (6, 70))
-    prog = dict(levels=16, variability=L.Variability(0.05), faults=L.Faults(0.01, 0.01),
-                drift=L.Drift(t=100.0, nu=0.05, nu_std=0.01), seed=4)
+    prog = {"levels": 16, "variability": L.Variability(0.05), "faults": L.Faults(0.01, 0.01),
+                "drift": L.Drift(t=100.0, nu=0.05, nu_std=0.01), "seed": 4}
     outs = []
     for rows, cols in ((16, 16), (64, 64), (70, 80)):
         layer = L.Linear(W, b, config=L.TileConfig(rows=rows, cols=cols, mapping=mapping, **prog),
@@ -203,8 +203,8 @@ def test_one_tile_solved_directly_equals_its_share(cell):
     x = rng.uniform(0.0, 1.0, (3, 11))
     extra = {}
     if cell != "passive":
-        extra = dict(device=cs.devices.Sinh(a=2.0), v_gate=1.8,
-                     access=cs.devices.Level1(vto=0.5, kp=2e-4, lambda_=0.01, w=1e-6, l=0.1e-6))
+        extra = {"device": cs.devices.Sinh(a=2.0), "v_gate": 1.8,
+                     "access": cs.devices.Level1(vto=0.5, kp=2e-4, lambda_=0.01, w=1e-6, l=0.1e-6)}
     cfg = L.TileConfig(rows=4, cols=5, r_wl=1.0, r_bl=2.0, r_source=3.0, r_sense=4.0,
                        g_min=1e-5, g_max=1e-4, v_read=0.3, **extra)
     layer = L.Linear(W, bias, config=cfg, x_max=1.5)

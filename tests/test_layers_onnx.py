@@ -12,13 +12,15 @@ from circuitsim import layers as L
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def _ort(model, x):
-    data = model if isinstance(model, bytes) else (
-        model.SerializeToString() if hasattr(model, "SerializeToString") else
-        open(model, "rb").read())
+    if hasattr(model, "SerializeToString"):
+        data = model.SerializeToString()
+    else:
+        with open(model, "rb") as f:
+            data = f.read()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})
 

@@ -27,8 +27,8 @@ def _targets(W):
     return G_MIN + s * np.stack([np.maximum(W.T, 0), np.maximum(-W.T, 0)])
 
 
-ALL = dict(levels=8, variability=L.Variability(0.1), faults=L.Faults(0.02, 0.03),
-           drift=L.Drift(t=1000.0, nu=0.05, nu_std=0.02))
+ALL = {"levels": 8, "variability": L.Variability(0.1), "faults": L.Faults(0.02, 0.03),
+           "drift": L.Drift(t=1000.0, nu=0.05, nu_std=0.02)}
 
 
 def test_seeded_and_reproducible(W):
