@@ -295,7 +295,7 @@ class TileConfig:
         cell = "1T1R" if self.access is not None else "passive"
         dev = "linear" if self.device is None else type(self.device).__name__
         parts = [
-            f"{self.rows}x{self.cols} {cell} {dev}",
+            f"{self.rows}x{self.cols} {cell} tiles of {dev} devices",
             (f"r_wl {self.r_wl:g} r_bl {self.r_bl:g} r_source {self.r_source:g} "
             f"r_sense {self.r_sense:g} ohm"),
             f"G {self.g_min:.3g}..{self.g_max:.3g} S",

