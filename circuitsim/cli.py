@@ -4,7 +4,8 @@
 (:func:`circuitsim.validation.suite.builtin_cases`) and on any tile given by options or a JSON
 config file, prints one row per case and exits with status 0 when every case agrees, 1 when any
 case disagrees or fails, and 2 for a usage error or when ngspice is missing. ``circuitsim irdrop``
-runs the IR-drop study (:mod:`circuitsim.study`).
+runs the IR-drop study (:mod:`circuitsim.study`); ``circuitsim evaluate`` a network on mapped
+tiles (:mod:`circuitsim.layers.cli`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     tile.add_argument("--access", choices=("none", "level1"))
     tile.add_argument("--drive", choices=("left", "both"))
     tile.add_argument("--name", default=None, help="name of the user case")
+    evaluate = sub.add_parser("evaluate", help="accuracy of a network on solved tiles "
+                              "(circuitsim.layers.cli)", add_help=False)
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     irdrop = sub.add_parser("irdrop", help="IR-drop study (circuitsim.study)", add_help=False)
     irdrop.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -212,6 +216,10 @@ def validate(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``circuitsim`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:
+        from circuitsim.layers.cli import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     if argv[:1] == ["irdrop"]:
         from circuitsim.study import irdrop_main
 
