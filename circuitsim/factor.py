@@ -52,13 +52,19 @@ def cholmod_mode(plan: Plan) -> str:
     return "supernodal" if plan.n_free >= SUPERNODAL_FROM else "simplicial"
 
 
-def analysis(plan: Plan, J, method: str, *, symmetric: bool, tag: str = "") -> solvers.Analysis:
-    """The cached symbolic analysis of ``J``'s pattern for ``method`` (one per plan and size)."""
-    key = (tag, method, symmetric, J.shape)
+def analysis(plan: Plan, J, method: str, *, symmetric: bool, tag: str = "",
+             natural: bool | None = None) -> solvers.Analysis:
+    """The cached symbolic analysis of ``J``'s pattern for ``method`` (one per plan and size).
+
+    ``natural`` keeps ``J``'s order of unknowns (default: when the plan's unknowns are ordered
+    already); a matrix permuted on purpose (the boundary last) must keep it.
+    """
+    natural = plan.ordered if natural is None else natural
+    key = (tag, method, symmetric, natural, J.shape)
     cached = plan.analyses.get(key)
     if cached is None:
         cached = plan.analyses[key] = solvers.analyze(
-            J, method, symmetric=symmetric, natural=plan.ordered, mode=cholmod_mode(plan)
+            J, method, symmetric=symmetric, natural=natural, mode=cholmod_mode(plan)
         )
     return cached
 

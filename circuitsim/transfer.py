@@ -22,11 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 
 from circuitsim import solvers
 
 from .branches import branch_values
+from .factor import analysis
 from .linear import branch_residual, forward_error
 from .mna import Plan
 
@@ -101,10 +103,16 @@ def schur_transfer(plan: Plan, check: np.ndarray, *, reltol: float, abstol: floa
     for t in range(len(tiles)):  # one factorisation per tile
         p, q = bv.p[t : t + 1], bv.q[t : t + 1]
         Jp = sp.csc_matrix((data[t, values], indices, indptr), shape=(nf, nf))
-        S, factor = solvers.schur_complement(Jp, k, symmetric=True, with_solve=True)
+        symbolic = None
+        if solvers.cholmod_available():  # one symbolic analysis per topology
+            symbolic = analysis(plan, Jp, "cholmod", symmetric=True, tag="boundary-last",
+                                natural=True)
+        L_bb, factor = solvers.schur_complement(Jp, k, symmetric=True, with_solve=True,
+                                                analysis=symbolic, lower=True)
         C = plan.coupling(p, q)
         C_b = C[boundary].toarray()  # (k, nk)
-        v_b = np.linalg.solve(S, -C_b)  # boundary voltages for unit fixed voltages
+        # boundary voltages for unit fixed voltages: S v_b = -C_b with S = L_bb L_bb^T
+        v_b = sla.cho_solve((L_bb, True), -C_b, check_finite=False)
         # currents leaving the fixed nodes: J_kf v_f + J_kk v_k, with J_kf = C^T (symmetric)
         J_kk = _fixed_block(plan, bv.p[t], bv.q[t], nk)
         F[t] = C_b.T @ v_b + J_kk

@@ -124,7 +124,8 @@ def solve_direct(A, b, method: str = "auto", *, symmetric: bool = False, rtol: f
     return SolveResult(x, bool(np.all(res <= rtol)), 1, res, factor.method)
 
 
-def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = False):
+def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = False,
+                     analysis: Analysis | None = None, lower: bool = False):
     """Dense Schur complement of ``A`` onto its last ``k`` unknowns: ``A_bb - A_bi A_ii^-1 A_ib``.
 
     Its inverse is the block of ``A^-1`` on those unknowns. For a symmetric positive definite
@@ -134,7 +135,10 @@ def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = F
     Otherwise SuperLU factors ``A_ii`` and solves ``k`` right-hand sides.
 
     With ``with_solve``, returns ``(S, solve)`` where ``solve(b)`` solves ``A x = b`` with the
-    same factorisation (None on the SuperLU path, which never factors all of ``A``).
+    same factorisation (None on the SuperLU path, which never factors all of ``A``). ``analysis``:
+    a CHOLMOD symbolic analysis of ``A``'s pattern in its given order (:func:`analyze` with
+    ``natural=True``), reused instead of analysing again. With ``lower`` (CHOLMOD only), the
+    trailing Cholesky block ``L_bb`` is returned in place of ``S = L_bb L_bb^T``.
     """
     A = sp.csc_matrix(A)
     n = A.shape[0]
@@ -143,11 +147,14 @@ def schur_complement(A, k: int, *, symmetric: bool = False, with_solve: bool = F
     nb = n - k
     if symmetric and _cholmod is not None:
         try:
-            factor = _cholmod.cholesky(A, mode="simplicial", ordering_method="natural")
+            if analysis is not None and analysis.method == "cholmod":
+                factor = analysis._symbolic.cholesky(A)
+            else:
+                factor = _cholmod.cholesky(A, mode="simplicial", ordering_method="natural")
         except _cholmod.CholmodNotPositiveDefiniteError as exc:
             raise np.linalg.LinAlgError(f"matrix is not positive definite: {exc}") from None
         L_bb = factor.L()[nb:, nb:].toarray()  # L L^T form: far cheaper to read than L_D()
-        S = L_bb @ L_bb.T
+        S = L_bb if lower else L_bb @ L_bb.T
         return (S, factor) if with_solve else S
     A_bb = A[nb:, nb:].toarray()
     if nb == 0:
