@@ -8,10 +8,11 @@ cells, and every bit line grounded at its bottom through one segment ``r_i`` aft
 circuitsim's tile (DESIGN.md section 3) with ``r_wl = r_bl = r_i`` and ``r_source = r_sense = 0``,
 which the output-current agreement (1e-9 relative) confirms.
 
-Both sides produce the node voltages and the output currents (badcrossbar with
-``node_voltages=True, all_currents=False``; circuitsim's ``solve`` always returns node voltages);
-circuitsim's time includes building the tile (``cs.crossbar``) and its analysis, from a fresh tile
-every run.
+Two comparisons: both sides producing the node voltages and the output currents (badcrossbar with
+``node_voltages=True, all_currents=False``, circuitsim's ``solve`` with its default
+``voltages=True``), and both producing the output currents only (badcrossbar with
+``node_voltages=False, all_currents=False``, circuitsim with ``voltages=False``). circuitsim's time
+includes building the tile (``cs.crossbar``) and its analysis, from a fresh tile every run.
 """
 
 from __future__ import annotations
@@ -54,48 +55,51 @@ def _quiet():
     logging.getLogger("badcrossbar").setLevel(logging.WARNING)
 
 
-def run_badcrossbar(g, v):
+def run_badcrossbar(g, v, voltages: bool = True):
     import badcrossbar
 
-    sol = badcrossbar.compute(v.T, 1.0 / g, r_i=R_WIRE, node_voltages=True, all_currents=False)
+    sol = badcrossbar.compute(v.T, 1.0 / g, r_i=R_WIRE, node_voltages=voltages,
+                              all_currents=False)
     return np.atleast_2d(sol.currents.output)
 
 
-def run_circuitsim(g, v):
+def run_circuitsim(g, v, voltages: bool = True):
     import circuitsim as cs
 
-    sol = cs.solve(cs.crossbar(g, r_wl=R_WIRE, r_bl=R_WIRE, r_source=0.0, r_sense=0.0), v)
+    sol = cs.solve(cs.crossbar(g, r_wl=R_WIRE, r_bl=R_WIRE, r_source=0.0, r_sense=0.0), v,
+                   voltages=voltages)
     return sol.i_out
 
 
 # factories for the memory probes (benchmarks.common.probe)
 
-def make_badcrossbar(m: int, K: int):
+def make_badcrossbar(m: int, K: int, voltages: bool = True):
     _quiet()
     g, v = problem(m, m, K)
     run_badcrossbar(*problem(4, 4, 2))
-    return lambda: run_badcrossbar(g, v)
+    return lambda: run_badcrossbar(g, v, voltages)
 
 
-def make_circuitsim(m: int, K: int):
+def make_circuitsim(m: int, K: int, voltages: bool = True):
     warmup()
     g, v = problem(m, m, K)
-    return lambda: run_circuitsim(g, v)
+    return lambda: run_circuitsim(g, v, voltages)
 
 
-def case(m: int, K: int, repeats: int, *, memory: bool = True) -> Row:
+def case(m: int, K: int, repeats: int, *, memory: bool = True, voltages: bool = True) -> Row:
     """Time both on one ``m x m`` tile with ``K`` inputs; agreement and (optionally) memory."""
     _quiet()
     g, v = problem(m, m, K)
-    cs_run = lambda: run_circuitsim(g, v)
-    res = compare({"badcrossbar": lambda: run_badcrossbar(g, v), "circuitsim": cs_run}, repeats,
-                  setup={"circuitsim": clear_caches})
+    cs_run = lambda: run_circuitsim(g, v, voltages)
+    res = compare({"badcrossbar": lambda: run_badcrossbar(g, v, voltages), "circuitsim": cs_run},
+                  repeats, setup={"circuitsim": clear_caches})
     t_w = warm_time(cs_run, repeats)
     t_b, times_b, i_b = res["badcrossbar"]
     t_c, times_c, i_c = res["circuitsim"]
-    row = Row(BENCH, f"{m}x{m}, K={K}", baseline="badcrossbar", baseline_s=t_b, circuitsim_s=t_c,
+    label = f"{m}x{m}, K={K}" + ("" if voltages else ", outputs only")
+    row = Row(BENCH, label, baseline="badcrossbar", baseline_s=t_b, circuitsim_s=t_c,
               max_rel_diff=rel_diff(i_c, i_b), tolerance=TOL,
-              extra={"m": m, "n": m, "K": K, "times_badcrossbar": times_b,
+              extra={"m": m, "n": m, "K": K, "voltages": voltages, "times_badcrossbar": times_b,
                      "times_circuitsim": times_c, "circuitsim_warm_s": t_w})
     row.note = (f"circuitsim warm (topology analysis cached): {fmt_s(t_w)}, ratio "
                 f"{t_b / t_w:.1f}x")
@@ -103,7 +107,7 @@ def case(m: int, K: int, repeats: int, *, memory: bool = True) -> Row:
         row.target, row.target_text = TARGET, f">={TARGET:g}x"
     if memory:
         errs = probe_pair(row, __name__, ("badcrossbar", "make_badcrossbar"), "make_circuitsim",
-                          {"m": m, "K": K})
+                          {"m": m, "K": K, "voltages": voltages})
         if errs:
             row.note += "; " + "; ".join(errs)
     return row.finish()
@@ -125,6 +129,8 @@ def run(cfg) -> list[Row]:
             continue
         # the target case gets more repeats: badcrossbar's multi-RHS SuperLU solve calls
         # multithreaded BLAS, which slows down erratically when other processes share the cores
-        rows.append(cfg.progress(case(m, 64, max(repeats, 5) if m == 256 else repeats,
-                                      memory=cfg.memory)))
+        reps = max(repeats, 5) if m == 256 else repeats
+        rows.append(cfg.progress(case(m, 64, reps, memory=cfg.memory)))
+        if m in (128, 256):
+            rows.append(cfg.progress(case(m, 64, reps, memory=cfg.memory, voltages=False)))
     return rows

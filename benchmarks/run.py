@@ -4,7 +4,7 @@
     python benchmarks/run.py --quick      # smaller, fewer repeats (about 3 minutes)
     python benchmarks/run.py --only badcrossbar --only ideal
 
-Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers (see benchmarks/README.md). Results go to
+Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine (benchmarks/README.md). Results go to
 benchmarks/results/<name>.json (and latest.json, latest.txt). Exit status 1 when a comparison's
 outputs disagree beyond its tolerance (FAIL) or a benchmark crashed; a missed speed target (MISS) is
 reported, not an error.
@@ -24,15 +24,37 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import (
+
+def _blas_threads(argv) -> str:
+    """BLAS threads for this run (``--blas-threads N``, default 1), set before numpy loads.
+
+    The machines here are shared: multithreaded BLAS spins against other processes and slows
+    both sides erratically (badcrossbar's multi-RHS solves most). One thread on both sides makes
+    the ratios measure the algorithms; memory probes inherit the setting.
+    """
+    n = "1"
+    for k, arg in enumerate(argv):
+        if arg == "--blas-threads" and k + 1 < len(argv):
+            n = argv[k + 1]
+        elif arg.startswith("--blas-threads="):
+            n = arg.split("=", 1)[1]
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = n
+    return n
+
+
+BLAS_THREADS = _blas_threads(sys.argv[1:])
+
+from benchmarks import (  # noqa: E402 - after the BLAS thread setting
     bench_badcrossbar,
+    bench_engine,
     bench_ideal,
     bench_large,
     bench_layers,
     bench_ngspice,
     bench_nonlinear,
 )
-from benchmarks.common import (
+from benchmarks.common import (  # noqa: E402
     RESULTS,
     Row,
     environment,
@@ -49,6 +71,8 @@ BENCHMARKS = {
     "large": (bench_large, "1024x1024 passive tile, one vector, time and memory (issue 2)"),
     "nonlinear": (bench_nonlinear, "sinh and 1T1R tiles: Newton vs ngspice .op (issue 3)"),
     "layers": (bench_layers, "digits MLP and CNN on solved tiles; vs badcrossbar (issue 8)"),
+    "engine": (bench_engine, "transfer_matrix across wire resistance; K = 100,000 outputs only "
+                             "in bounded memory (issue 7)"),
 }
 
 
@@ -113,6 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="best of N (default 3, quick 2)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     ap.add_argument("--out", default=None, help="results name (default: timestamp)")
+    ap.add_argument("--blas-threads", default="1", metavar="N",
+                    help="BLAS threads on both sides (default 1; set before numpy loads)")
     args = ap.parse_args(argv)
     if args.quick and args.full:
         ap.error("--quick and --full exclude each other")
@@ -120,10 +146,12 @@ def main(argv=None) -> int:
     names = args.only or list(BENCHMARKS)
     env = environment()
     env.update(mode="quick" if cfg.quick else "full", repeats=cfg.repeats, benchmarks=names,
+               blas_threads=BLAS_THREADS,
                command=" ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv or sys.argv[1:])]))
     print(f"circuitsim benchmarks ({env['mode']}, best of {cfg.repeats}); python {env['python']}, "
           f"numpy {env['numpy']}, scipy {env['scipy']}, badcrossbar {env['badcrossbar']}, "
-          f"ngspice {env['ngspice']}, {env['cpus']} CPUs, load average "
+          f"ngspice {env['ngspice']}, {env['cpus']} CPUs, {BLAS_THREADS} BLAS thread(s), "
+          f"load average "
           f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}", flush=True)
     t_start = time.perf_counter()
     rows: list[Row] = []
