@@ -13,7 +13,7 @@ import numpy as np
 
 from .mna import Plan
 
-__all__ = ["BranchValues", "branch_values", "select_cells"]
+__all__ = ["BranchValues", "branch_values", "per_system", "select_cells"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,8 @@ class BranchValues:
 
 
 def select_cells(model, tile_idx: np.ndarray, cells: np.ndarray):
-    """The model with its per-cell parameters ``(B, E)`` reduced to ``(S, len(cells))``."""
+    """The model with its per-cell parameters ``(B, E)`` reduced to ``(S, len(cells))`` (or
+    ``(1, len(cells))`` when every system belongs to one tile, see :func:`per_system`)."""
     if model is None:
         return None
     names = getattr(model, "_cell_params", ())
@@ -34,12 +35,21 @@ def select_cells(model, tile_idx: np.ndarray, cells: np.ndarray):
     for name in names:
         arr = np.asarray(getattr(model, name))
         if arr.ndim == 2:
-            changes[name] = arr[tile_idx][:, cells]
+            changes[name] = per_system(arr, tile_idx, cells)
     return dataclasses.replace(model, **changes) if changes else model
 
 
 def _linear(g, dv):
     return g * dv, g, -g
+
+
+def per_system(values: np.ndarray, tile_idx: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Per-tile values ``(B, E_all)`` of the branches ``cells`` for each system: ``(S, E)``, or
+    ``(1, E)`` (broadcasting) when every system belongs to one tile, the common case of many
+    input vectors on one tile, which then costs no gather of ``S x E`` values."""
+    if len(tile_idx) and (tile_idx == tile_idx[0]).all():
+        return values[tile_idx[0], cells][None, :]
+    return values[:, cells][tile_idx]
 
 
 def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models=None,
@@ -59,7 +69,7 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
         start = sl.stop
         if not len(cells):
             continue
-        value = group.value[tile_idx][:, cells]
+        value = per_system(group.value, tile_idx, cells)
         model = models[k] if models is not None else select_cells(group.model, tile_idx, cells)
         if group.kind == "resistor":
             i[:, sl], p[:, sl], q[:, sl] = _linear(1.0 / value, va[:, sl] - vb[:, sl])

@@ -34,7 +34,7 @@ import numpy as np
 
 from circuitsim import solvers
 
-from .branches import branch_values, select_cells
+from .branches import branch_values, per_system, select_cells
 from . import factor
 from .factor import analysis
 from .krylov import bicgstab_many
@@ -127,7 +127,9 @@ def _take_rows(models, idx):
         idx = slice(0, len(idx))  # a leading run of rows: a view, not a copy
     out = []
     for model in models:
-        names = [n for n in getattr(model, "_cell_params", ()) if np.ndim(getattr(model, n)) == 2]
+        # (1, E) parameters are shared by every system (one tile): nothing to select
+        names = [n for n in getattr(model, "_cell_params", ())
+                 if np.ndim(getattr(model, n)) == 2 and np.shape(getattr(model, n))[0] > 1]
         changes = {n: getattr(model, n)[idx] for n in names}
         out.append(dataclasses.replace(model, **changes) if changes else model)
     return out
@@ -208,8 +210,7 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options) -> np.ndarray:
             continue
         a, b = plan.a[sl], plan.b[sl]
         full = np.concatenate([dv, np.zeros((len(v), plan.n_fixed))], axis=1)
-        g = group.value[tile_idx][:, cells]
-        scale = np.broadcast_to(model.voltage_scale(g), g.shape)
+        scale = model.voltage_scale(per_system(group.value, tile_idx, cells))
         x_old = (v[:, a] - v[:, b]) / scale
         dx = (full[:, a] - full[:, b]) / scale
         x_new = x_old + dx
