@@ -26,9 +26,9 @@ LINEAR_RTOL, NONLINEAR_RTOL = 1e-9, 1e-6  # DESIGN.md section 7
 
 
 def report(**kw):
-    base = dict(name="t", shape=(2, 2), rtol=1e-9, v_abs=0.0, v_rel=0.0, i_abs=0.0, i_rel=0.0,
-                worst_node="bl_1_0", worst_current="i_out[1]", ngspice_s=0.1,
-                circuitsim_s=0.01, backend="cli", version=39)
+    base = {"name": "t", "shape": (2, 2), "rtol": 1e-9, "v_abs": 0.0, "v_rel": 0.0,
+            "i_abs": 0.0, "i_rel": 0.0, "worst_node": "bl_1_0", "worst_current": "i_out[1]",
+            "ngspice_s": 0.1, "circuitsim_s": 0.01, "backend": "cli", "version": 39}
     return Report(**{**base, **kw})
 
 
@@ -365,8 +365,8 @@ def test_golden_deck_is_the_tiles_circuit(name):
             assert a == pytest.approx(value[1], rel=1e-15)
     if case.tile.access is not None:
         (card,) = models
-        found = re.fullmatch(r"\.model nmos0 nmos \(level=1 vto=(\S+) kp=(\S+) lambda=(\S+) is=0\)",
-                             card).groups()
+        pattern = r"\.model nmos0 nmos \(level=1 vto=(\S+) kp=(\S+) lambda=(\S+) is=0\)"
+        found = re.fullmatch(pattern, card).groups()
         assert tuple(map(float, found)) == (0.5, 2e-4, 0.05)  # golden_cases' Level1
     else:
         assert models == []
