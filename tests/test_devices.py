@@ -126,8 +126,8 @@ def test_ivtable_voltage_scale_of_sinh_table():
 def test_sinh_large_arguments(a, v):
     # Up to the documented limit |a V| < 710.4 the closed form holds at full precision.
     m, g = Sinh(a=a), 1e-4
-    assert m.current(v, g) == pytest.approx(g / a * math.sinh(a * v), rel=1e-14)
-    assert m.conductance(v, g) == pytest.approx(g * math.cosh(a * v), rel=1e-14)
+    assert m.current(v, g) == pytest.approx(g / a * math.sinh(a * v), rel=1e-14, abs=0)
+    assert m.conductance(v, g) == pytest.approx(g * math.cosh(a * v), rel=1e-14, abs=0)
     assert m.current(-v, g) == -m.current(v, g)
     assert m.conductance(-v, g) == m.conductance(v, g)
 
@@ -399,9 +399,9 @@ def test_stanford_pku_spice_line():
     pattern = rf"Bx p q I={NUM}\*exp\(-{NUM}/{NUM}\)\*sinh\(V\(p,q\)/{NUM}\)"
     i0, gap, g0, v0 = map(_num, re.fullmatch(pattern, line).groups())
     assert (i0, g0, v0) == (1e-3, 0.25e-9, 0.25)  # the published defaults
-    assert gap == pytest.approx(0.25e-9 * math.log(1e-3 / (2e-5 * 0.25)), rel=1e-15)
+    assert gap == pytest.approx(0.25e-9 * math.log(1e-3 / (2e-5 * 0.25)), rel=1e-15, abs=0)
     # the line's current at the state's own 0 V conductance is g: i0 exp(-gap/g0) / v0 = 2e-5
-    assert i0 * math.exp(-gap / g0) / v0 == pytest.approx(2e-5, rel=1e-14)
+    assert i0 * math.exp(-gap / g0) / v0 == pytest.approx(2e-5, rel=1e-14, abs=0)
 
 
 def _pchip(x, y):
@@ -451,7 +451,7 @@ def test_ivtable_spice_lines():
     assert len(sources) == 2
     c = _num(re.fullmatch(rf"Bc2 w2 b2 I={NUM}\*ivt\(V\(w2,b2\)\)", sources[1]).group(1))
     g_ref = d[10]  # the node slope at 0 V
-    assert c == pytest.approx(G[2] / g_ref, rel=1e-13)
+    assert c == pytest.approx(G[2] / g_ref, rel=1e-13, abs=0)
 
 
 def test_level1_spice_lines_share_model_cards():

@@ -71,8 +71,8 @@ def test_errors_measure_voltages_against_the_floor():
     v_abs, v_rel, node, i_abs, i_rel, _ = errors(tile, v_in, ours, theirs)
     # floor: 1e-3 of the largest fixed voltage, 0.5 V; the node itself sits below it
     assert abs(theirs["v_bl"][1, 0]) < 5e-4
-    assert v_abs == pytest.approx(1e-9, rel=1e-6)
-    assert v_rel == pytest.approx(1e-9 / 5e-4, rel=1e-6)
+    assert v_abs == pytest.approx(1e-9, rel=1e-6, abs=0)
+    assert v_rel == pytest.approx(1e-9 / 5e-4, rel=1e-6, abs=0)
     assert node == "bl_1_0"
     assert i_abs == 0.0 and i_rel == 0.0
 
@@ -84,7 +84,7 @@ def test_errors_measure_large_voltages_relative_to_themselves():
     ours = {k: x.copy() for k, x in theirs.items()}
     ours["v_wl"][1, 1] *= 1 + 1e-7
     _, v_rel, node, *_ = errors(tile, v_in, ours, theirs)
-    assert v_rel == pytest.approx(1e-7, rel=1e-6)
+    assert v_rel == pytest.approx(1e-7, rel=1e-6, abs=0)
     assert node == "wl_1_1"
 
 
@@ -96,12 +96,12 @@ def test_errors_include_internal_nodes_and_source_currents():
     ours = {k: x.copy() for k, x in theirs.items()}
     ours["v_int"][0, 2] *= 1 + 1e-6
     _, v_rel, node, _, i_rel, _ = errors(tile, v_in, ours, theirs)
-    assert v_rel == pytest.approx(1e-6, rel=1e-6) and node == "int_0_2" and i_rel == 0.0
+    assert v_rel == pytest.approx(1e-6, rel=1e-6, abs=0) and node == "int_0_2" and i_rel == 0.0
     ours = {k: x.copy() for k, x in theirs.items()}
     ours["i_source"][1] *= 1 + 1e-6
     _, v_rel, _, _, i_rel, current = errors(tile, v_in, ours, theirs)
     assert v_rel == 0.0
-    assert i_rel == pytest.approx(1e-6, rel=1e-6) and current == "i_source[1]"
+    assert i_rel == pytest.approx(1e-6, rel=1e-6, abs=0) and current == "i_source[1]"
 
 
 def test_errors_floor_currents_at_a_thousandth_of_the_largest():
@@ -111,8 +111,8 @@ def test_errors_floor_currents_at_a_thousandth_of_the_largest():
     ours = {k: x.copy() for k, x in theirs.items()}
     ours["i_out"][1] += 1e-12
     *_, i_abs, i_rel, current = errors(tile, v_in, ours, theirs)
-    assert i_abs == pytest.approx(1e-12, rel=1e-3)
-    assert i_rel == pytest.approx(1e-12 / 5e-8, rel=1e-3)
+    assert i_abs == pytest.approx(1e-12, rel=1e-3, abs=0)
+    assert i_rel == pytest.approx(1e-12 / 5e-8, rel=1e-3, abs=0)
     assert current == "i_out[1]"
 
 
@@ -357,12 +357,12 @@ def test_golden_deck_is_the_tiles_circuit(name):
         if kind == "V":
             assert rest[0] == "DC" and float(rest[1]) == value
         elif kind == "R":
-            assert float(rest[0]) == pytest.approx(value, rel=1e-15)
+            assert float(rest[0]) == pytest.approx(value, rel=1e-15, abs=0)
         else:
             c, a = map(_number, re.fullmatch(
                 rf"I=(\S+)\*sinh\((\S+)\*V\({nodes[0]},{nodes[1]}\)\)", rest[0]).groups())
-            assert c == pytest.approx(value[0], rel=1e-15)
-            assert a == pytest.approx(value[1], rel=1e-15)
+            assert c == pytest.approx(value[0], rel=1e-15, abs=0)
+            assert a == pytest.approx(value[1], rel=1e-15, abs=0)
     if case.tile.access is not None:
         (card,) = models
         pattern = r"\.model nmos0 nmos \(level=1 vto=(\S+) kp=(\S+) lambda=(\S+) is=0\)"
