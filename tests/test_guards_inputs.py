@@ -20,6 +20,7 @@ NMOS = cs.devices.Level1(vto=0.5, kp=2e-4)
         ([[1.5, 1.5], [1.5, 1.5], [1.5, -np.inf]], r"v_gate\[2, 1\] is -inf"),
         (np.full((2, 3, 2), np.nan), r"v_gate\[0, 0, 0\] is nan"),
     ],
+    ids=["nan", "inf", "row-inf", "cell-minus-inf", "batched-nan"],
 )
 def test_non_finite_gate_voltage_is_refused(v_gate, match):
     g = np.stack([G, G]) if np.ndim(v_gate) == 3 else G

@@ -52,3 +52,5 @@ def test_bad_lists_are_refused(tmp_path):
 def test_first_failure_names_the_test():
     out = "....F\n=== short test summary info ===\nFAILED tests/t.py::test_x - assert 0\n"
     assert run.first_failure(out) == "tests/t.py::test_x"
+    out = "FAILED tests/t.py::test_y[v_gate is nan] - ValueError\n"
+    assert run.first_failure(out) == "tests/t.py::test_y[v_gate is nan]"

@@ -137,7 +137,7 @@ def classify(returncode: int | None, timed_out: bool) -> str:
 
 def first_failure(output: str) -> str:
     """The first failing test named in pytest's short summary, or pytest's last line."""
-    found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, flags=re.MULTILINE)
+    found = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, flags=re.MULTILINE)
     if found:
         return found.group(1)
     lines = [ln for ln in output.strip().splitlines() if ln.strip()]
