@@ -444,22 +444,25 @@ class IVTable(_Memristor):
                 k = int(np.flatnonzero(np.diff(x) <= 0)[0]) + 1
                 raise ValueError(
                     f"IVTable: {what} {name} must be strictly increasing, got "
-                    f"{name}[{k}] = {x[k]!r} <= {name}[{k - 1}] = {x[k - 1]!r} at index {k}"
+                    f"{name}[{k}] = {float(x[k])!r} <= {name}[{k - 1}] = {float(x[k - 1])!r} "
+                    f"at index {k}"
                 )
         if not v[0] <= 0.0 <= v[-1]:
             raise ValueError(
-                f"IVTable: the table must contain V = 0, got v from {v[0]!r} to {v[-1]!r}"
+                f"IVTable: the table must contain V = 0, got v from {float(v[0])!r} to "
+                f"{float(v[-1])!r}"
             )
         k = int(np.searchsorted(v, 0.0))
         if v[k] == 0.0 and i[k] != 0.0:
             raise ValueError(
-                f"IVTable: the curve must pass through (0, 0), got i = {i[k]!r} at V = 0"
+                f"IVTable: the curve must pass through (0, 0), got i = {float(i[k])!r} at V = 0"
             )
         if v[k] != 0.0:
             if not i[k - 1] < 0.0 < i[k]:
                 raise ValueError(
-                    f"IVTable: the curve must pass through (0, 0), but i[{k - 1}] = {i[k - 1]!r} "
-                    f"and i[{k}] = {i[k]!r} on either side of V = 0 do not change sign"
+                    f"IVTable: the curve must pass through (0, 0), but i[{k - 1}] = "
+                    f"{float(i[k - 1])!r} and i[{k}] = {float(i[k])!r} on either side of V = 0 "
+                    "do not change sign"
                 )
             v, i = np.insert(v, k, 0.0), np.insert(i, k, 0.0)
             for name, x in (("v", v), ("i", i)):
@@ -471,8 +474,8 @@ class IVTable(_Memristor):
         slope = df(x)
         if np.min(slope) <= 0:
             raise ValueError(
-                f"IVTable: interpolated conductance must be > 0, got {np.min(slope)!r} at "
-                f"V = {x[np.argmin(slope)]!r}; add table points there"
+                f"IVTable: interpolated conductance must be > 0, got {float(np.min(slope))!r} "
+                f"at V = {float(x[np.argmin(slope)])!r}; add table points there"
             )
         object.__setattr__(self, "_f", f)
         object.__setattr__(self, "_df", df)

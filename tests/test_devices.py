@@ -122,12 +122,21 @@ def test_ivtable_voltage_scale_of_sinh_table():
     assert IVTable(v=v, i=np.sinh(2.0 * v)).voltage_scale() == pytest.approx(want, rel=2e-2)
 
 
-def test_sinh_large_arguments():
-    m = Sinh(a=1.0)
-    assert np.isfinite(m.current(700.0, 1e-4)) and np.isfinite(m.conductance(-700.0, 1e-4))
-    with np.errstate(over="ignore"):
-        assert m.current(800.0, 1e-4) == np.inf
-        assert m.current(-800.0, 1e-4) == -np.inf
+@pytest.mark.parametrize(("a", "v"), [(1.0, 700.0), (50.0, -14.0), (100.0, 7.1), (2.0, 355.2)])
+def test_sinh_large_arguments(a, v):
+    # Up to the documented limit |a V| < 710.4 the closed form holds at full precision.
+    m, g = Sinh(a=a), 1e-4
+    assert m.current(v, g) == pytest.approx(g / a * math.sinh(a * v), rel=1e-14, abs=0)
+    assert m.conductance(v, g) == pytest.approx(g * math.cosh(a * v), rel=1e-14, abs=0)
+    assert m.current(-v, g) == -m.current(v, g)
+    assert m.conductance(-v, g) == m.conductance(v, g)
+
+
+def test_sinh_beyond_its_range_is_infinite_not_nan():
+    m = Sinh(a=2.0)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        i = m.current(np.array([-400.0, 400.0]), 1e-4)  # |a V| = 800
+    np.testing.assert_array_equal(i, [-np.inf, np.inf])
 
 
 # --- derivatives --------------------------------------------------------------------------------
@@ -401,12 +410,40 @@ def test_stanford_pku_spice_line():
     m = StanfordPKU()
     (line,) = m.spice(["x"], ["p"], ["q"], [2e-5])
     pattern = rf"Bx p q I={NUM}\*exp\(-{NUM}/{NUM}\)\*sinh\(V\(p,q\)/{NUM}\)"
-    assert list(map(_num, re.fullmatch(pattern, line).groups())) == [
-        1e-3,
-        m.gap(2e-5),
-        0.25e-9,
-        0.25,
-    ]
+    i0, gap, g0, v0 = map(_num, re.fullmatch(pattern, line).groups())
+    assert (i0, g0, v0) == (1e-3, 0.25e-9, 0.25)  # the published defaults
+    assert gap == pytest.approx(0.25e-9 * math.log(1e-3 / (2e-5 * 0.25)), rel=1e-15, abs=0)
+    # the line's current at the state's own 0 V conductance is g: i0 exp(-gap/g0) / v0 = 2e-5
+    assert i0 * math.exp(-gap / g0) / v0 == pytest.approx(2e-5, rel=1e-14, abs=0)
+
+
+def _pchip(x, y):
+    """Monotone cubic interpolation written out (Fritsch and Carlson, with the weighted
+    harmonic mean of Fritsch and Butland inside and the shape-preserving three-point formula at
+    the ends); returns the interpolant and its node slopes."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    h, m = np.diff(x), np.diff(y) / np.diff(x)
+    d = np.zeros_like(x)
+    for k in range(1, len(x) - 1):
+        if m[k - 1] * m[k] > 0:
+            w1, w2 = 2 * h[k] + h[k - 1], h[k] + 2 * h[k - 1]
+            d[k] = (w1 + w2) / (w1 / m[k - 1] + w2 / m[k])
+    for end, (h0, h1, m0, m1) in ((0, (h[0], h[1], m[0], m[1])),
+                                  (-1, (h[-1], h[-2], m[-1], m[-2]))):
+        e = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+        if np.sign(e) != np.sign(m0):
+            e = 0.0
+        elif np.sign(m0) != np.sign(m1) and abs(e) > 3 * abs(m0):
+            e = 3 * m0
+        d[end] = e
+
+    def f(t):
+        k = np.clip(np.searchsorted(x, t, side="right") - 1, 0, len(x) - 2)
+        s = (t - x[k]) / h[k]
+        return ((2 * s**3 - 3 * s**2 + 1) * y[k] + (s**3 - 2 * s**2 + s) * h[k] * d[k]
+                + (-2 * s**3 + 3 * s**2) * y[k + 1] + (s**3 - s**2) * h[k] * d[k + 1])
+
+    return f, d
 
 
 def test_ivtable_spice_lines():
@@ -414,12 +451,20 @@ def test_ivtable_spice_lines():
     func, *sources = lines
     body = re.fullmatch(r"\.func ivt\(x\) \{pwl\(x, (.*)\)\}", func).group(1)
     table = np.array([float(x) for x in body.split(", ")]).reshape(-1, 2)
-    assert len(table) >= 101 and np.all(np.diff(table[:, 0]) > 0)
-    assert set(SINH_TABLE.v) <= set(table[:, 0])  # the measured points themselves are kept
-    np.testing.assert_array_equal(table[:, 1], SINH_TABLE.current(table[:, 0], SINH_TABLE.g_ref))
+    # 20 intervals of 0.1 V, 5 samples each (ceil(100 / 20)) plus the last point
+    np.testing.assert_allclose(table[:, 0], np.linspace(-1.0, 1.0, 101), rtol=0, atol=1e-15)
+    measured = np.isin(table[:, 0], _TV)
+    assert measured.sum() == 21  # the measured points themselves are kept
+    np.testing.assert_array_equal(table[measured, 1], 1e-4 * np.sinh(2.0 * _TV))
+    f, d = _pchip(_TV, 1e-4 * np.sinh(2.0 * _TV))
+    np.testing.assert_allclose(table[:, 1], f(table[:, 0]), rtol=1e-13, atol=1e-20)
+    # and the interpolant follows the curve it samples (to 3e-4 of its range at 0.1 V spacing)
+    curve = 1e-4 * np.sinh(2.0 * table[:, 0])
+    np.testing.assert_allclose(table[:, 1], curve, rtol=0, atol=5e-4 * np.abs(curve).max())
     assert len(sources) == 2
     c = _num(re.fullmatch(rf"Bc2 w2 b2 I={NUM}\*ivt\(V\(w2,b2\)\)", sources[1]).group(1))
-    assert c == G[2] / SINH_TABLE.g_ref
+    g_ref = d[10]  # the node slope at 0 V
+    assert c == pytest.approx(G[2] / g_ref, rel=1e-13, abs=0)
 
 
 def test_level1_spice_lines_share_model_cards():

@@ -88,6 +88,26 @@ def test_open_cell_behind_transistor_in_cutoff_is_not_singular():
     tile = cs.crossbar(g, 1.0, 1.0, access=cs.devices.Level1(**ACCESS), v_gate=[[0.0], [1.8]])
     sol = cs.solve(tile, [0.4, 0.4])
     assert np.isfinite(sol.v_int).all() and sol.converged
+    # Row 0 is switched off: no current anywhere in it, so its word line sits at the input, the
+    # memristor of cell (0, 1) carries nothing, and the bit-line segments below row 0 neither.
+    assert abs(sol.i_source[0]) < 1e-20
+    np.testing.assert_allclose(sol.v_wl[0], 0.4, rtol=0, atol=1e-15)
+    assert sol.v_int[0, 1] == pytest.approx(sol.v_wl[0, 1], abs=1e-15)
+    np.testing.assert_allclose(sol.v_bl[0], sol.v_bl[1], rtol=0, atol=1e-15)
+    # Row 1 alone, solved by hand: cell currents i0, i1 set every node of the row (1 ohm
+    # segments, sense at 0 V), and each must equal its transistor's current.
+    def row(i1):
+        def cell0(i0):
+            w0 = 0.4 - i0 - i1
+            return shichman_hodges(w0 - i0 / 1e-4, i0, 1.8, **ACCESS) - i0
+        i0 = brentq(cell0, 0.0, 0.4e-4, xtol=1e-22, rtol=1e-15)
+        w1 = 0.4 - i0 - 2 * i1
+        return i0, shichman_hodges(w1 - i1 / 1e-4, i1, 1.8, **ACCESS) - i1
+
+    i1 = brentq(lambda x: row(x)[1], 0.0, 0.4e-4, xtol=1e-22, rtol=1e-15)
+    i0 = row(i1)[0]
+    np.testing.assert_allclose(sol.i_out, [i0, i1], rtol=1e-12)
+    assert sol.i_source[1] == pytest.approx(i0 + i1, rel=1e-12, abs=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,16 +189,30 @@ def test_batched_equals_one_by_one():
         np.testing.assert_allclose(batched.v_int[b], single.v_int, rtol=1e-10, atol=1e-14)
 
 
-def test_per_cell_threshold_variability():
+@pytest.mark.parametrize("wires", [0.0, 1.0])
+def test_per_cell_threshold_variability(wires):
     rng = np.random.default_rng(2)
+    vg = 0.7  # gates near threshold: the transistors limit the current, so vto matters
     g = rng.uniform(1e-6, 1e-4, (4, 4))
     vto = rng.normal(0.5, 0.05, (4, 4))
+    v = rng.uniform(0.2, 0.4, 4)
     access = cs.devices.Level1(**{**ACCESS, "vto": vto})
-    tile = cs.crossbar(g, 1.0, 1.0, access=access, v_gate=1.8)
-    sol = cs.solve(tile, np.full(4, 0.3))
-    uniform = cs.solve(cs.crossbar(g, 1.0, 1.0, access=cs.devices.Level1(**ACCESS), v_gate=1.8),
-                       np.full(4, 0.3))
-    assert sol.converged and not np.allclose(sol.i_out, uniform.i_out, rtol=1e-6)
+    sol = cs.solve(cs.crossbar(g, wires, wires, access=access, v_gate=vg), v)
+    # Each cell alone, with its own threshold: the series current through g and the transistor.
+    def cell(v_i, g_ij, vto_ij):
+        p = {**ACCESS, "vto": vto_ij}
+        return brentq(lambda c: shichman_hodges(v_i - c / g_ij, 0.0, vg, **p) - c,
+                      0.0, v_i * g_ij, xtol=1e-24, rtol=1e-15)
+
+    cells = np.array([[cell(v[i], g[i, j], vto[i, j]) for j in range(4)] for i in range(4)])
+    if wires == 0.0:  # ideal wires: the cells are independent
+        np.testing.assert_allclose(sol.i_out, cells.sum(axis=0), rtol=1e-12)
+    else:  # 1 ohm wires cost a little current, nothing like the threshold spread
+        np.testing.assert_allclose(sol.i_out, cells.sum(axis=0), rtol=1e-3)
+    # the spread matters: the same tile with every threshold at 0.5 V is visibly different
+    uniform = cs.solve(cs.crossbar(g, wires, wires, access=cs.devices.Level1(**ACCESS),
+                                   v_gate=vg), v)
+    assert np.abs(uniform.i_out / sol.i_out - 1).max() > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The mutation check (run by hand: ``python tests/mutation/run.py``)."""
