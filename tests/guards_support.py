@@ -14,9 +14,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 # Engine internals: the only import site for the guard tests.
+from circuitsim import linear as _linear
 from circuitsim import newton as _newton
-from circuitsim.engine import audit as _audit
-from circuitsim.engine import tile_plans as _tile_plans
+from circuitsim.audit import audit as _audit
+from circuitsim.branches import branch_values as _branch_values
+from circuitsim.mna import tile_plans as _tile_plans
 
 # ---------------------------------------------------------------------------------------------
 # Engine internals
@@ -35,6 +37,33 @@ def audit_nodes(tile, nodes: np.ndarray, *, reltol: float = 1e-9, abstol: float 
     residual, ok, worst, _ = _audit(plan, v_red, np.array([0]), reltol, abstol)
     name = plan.circuit.node_name(int(np.flatnonzero(plan.node_map == worst[0])[0]))
     return float(residual[0]), bool(ok[0]), name
+
+
+def linear_audit(tile, v_in, perturb, *, reltol: float = 1e-9, abstol: float = 1e-15):
+    """Run the linear path's KCL audit on the direct solution of tile 0 for inputs ``v_in``
+    ``(K, m)``, after ``perturb(x)`` changed the unknown voltages ``x`` ``(n_free, K)`` in place.
+
+    Returns ``(passed (K,), worst node names (K,))``.
+    """
+    (plan,) = _tile_plans(tile)
+    nf, nk = plan.n_free, plan.n_fixed
+    bv = _branch_values(plan, np.zeros((1, nf + nk)), plan.tiles)
+    ch = _linear._Chunk(plan, bv.p, bv.q, "direct", {})
+    vk = tile.fixed_voltages(tile.check_inputs(v_in))[0]  # (K, nk)
+    rhs = -(ch.C @ np.ascontiguousarray(vk.T))
+    x = np.ascontiguousarray(ch.lin.solve(rhs))
+    perturb(x)
+    scale = np.abs(vk).max(axis=1)[None, :]
+    _, ok, worst, _ = _linear._audit(ch, x, rhs, scale, reltol, abstol)
+    names = [plan.circuit.node_name(int(np.flatnonzero(plan.node_map == w)[0]))
+             for w in worst[0]]
+    return ok[0], names
+
+
+def reduced_index(tile, name: str) -> int:
+    """The engine's unknown number of the node called ``name`` in tile 0."""
+    (plan,) = _tile_plans(tile)
+    return int(plan.node_map[plan.circuit.node_names.tolist().index(name)])
 
 
 def record_newton_steps(monkeypatch) -> list[int]:

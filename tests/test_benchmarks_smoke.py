@@ -54,15 +54,6 @@ def test_row_status_logic():
     assert "MISS" in text and "NOT RUN" in text and "1 MISS" in text
 
 
-def test_clear_caches_makes_solves_cold():
-    from benchmarks.common import clear_caches
-    from circuitsim import mna
-
-    bench_large.make_circuitsim(5)()
-    clear_caches()
-    assert len(getattr(mna, "_TOPOLOGIES", {})) == 0
-
-
 def test_rel_diff():
     assert rel_diff([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert rel_diff([1.0, 2.2], [1.0, 2.0]) == pytest.approx(0.1)

@@ -53,15 +53,15 @@ def test_linear_closed_form(v, g):
 @pytest.mark.parametrize(("a", "v", "g"), [(2.0, 0.5, 1e-4), (0.3, -2.0, 1e-6), (7.0, 1.1, 5e-5)])
 def test_sinh_closed_form(a, v, g):
     m = Sinh(a=a)
-    assert m.current(v, g) == pytest.approx(g / a * math.sinh(a * v), rel=1e-14)
-    assert m.conductance(v, g) == pytest.approx(g * math.cosh(a * v), rel=1e-14)
+    assert m.current(v, g) == pytest.approx(g / a * math.sinh(a * v), rel=1e-14, abs=0)
+    assert m.conductance(v, g) == pytest.approx(g * math.cosh(a * v), rel=1e-14, abs=0)
 
 
 @pytest.mark.parametrize("v", [-1.2, -0.3, 0.0, 0.3, 1.2])
 def test_asymmetric_sinh_closed_form(v):
     ap, an, kn, g = 3.0, 1.5, 0.7, 2e-5
     want = g / ap * math.sinh(ap * v) if v >= 0 else kn * g / an * math.sinh(an * v)
-    assert AsymmetricSinh(ap, an, kn).current(v, g) == pytest.approx(want, rel=1e-14)
+    assert AsymmetricSinh(ap, an, kn).current(v, g) == pytest.approx(want, rel=1e-14, abs=0)
 
 
 @pytest.mark.parametrize("v", [-0.6, -0.1, 0.25, 0.9])
@@ -70,10 +70,10 @@ def test_stanford_pku_closed_form(v, g):
     i0, g0, v0 = 1e-3, 0.25e-9, 0.25
     gap = g0 * math.log(i0 / (g * v0))
     m = StanfordPKU()
-    assert m.gap(g) == pytest.approx(gap, rel=1e-14)
-    assert m.current(v, g) == pytest.approx(i0 * math.exp(-gap / g0) * math.sinh(v / v0), rel=1e-12)
-    assert m.current(v, g) == pytest.approx(g * v0 * math.sinh(v / v0), rel=1e-12)
-    assert m.conductance(0.0, g) == pytest.approx(g, rel=1e-12)
+    assert m.gap(g) == pytest.approx(gap, rel=1e-14, abs=0)
+    assert m.current(v, g) == pytest.approx(i0 * math.exp(-gap / g0) * math.sinh(v / v0), rel=1e-12, abs=0)
+    assert m.current(v, g) == pytest.approx(g * v0 * math.sinh(v / v0), rel=1e-12, abs=0)
+    assert m.conductance(0.0, g) == pytest.approx(g, rel=1e-12, abs=0)
 
 
 def test_ivtable_closed_form():
@@ -81,11 +81,11 @@ def test_ivtable_closed_form():
     # the three-point end formula at V = 2 gives ((2 h0 + h1) m0 - h0 m1) / (h0 + h1) = 2.5e-4.
     m = IVTable(v=[-1.0, 0.0, 1.0, 2.0], i=[-1e-4, 0.0, 1e-4, 3e-4])
     g = 3e-5
-    assert m.g_ref == pytest.approx(1e-4, rel=1e-14)
+    assert m.g_ref == pytest.approx(1e-4, rel=1e-14, abs=0)
     np.testing.assert_allclose(m.current(m.v, g), g / 1e-4 * m.i, rtol=1e-14)
-    assert m.current(3.0, g) == pytest.approx(g / 1e-4 * (3e-4 + 2.5e-4), rel=1e-14)
-    assert m.conductance(3.0, g) == pytest.approx(g / 1e-4 * 2.5e-4, rel=1e-14)
-    assert m.conductance(0.0, g) == pytest.approx(g, rel=1e-14)
+    assert m.current(3.0, g) == pytest.approx(g / 1e-4 * (3e-4 + 2.5e-4), rel=1e-14, abs=0)
+    assert m.conductance(3.0, g) == pytest.approx(g / 1e-4 * 2.5e-4, rel=1e-14, abs=0)
+    assert m.conductance(0.0, g) == pytest.approx(g, rel=1e-14, abs=0)
 
 
 def test_ivtable_straight_line_is_linear():
@@ -119,7 +119,7 @@ def test_voltage_scale(model, scale):
 def test_ivtable_voltage_scale_of_sinh_table():
     v = np.linspace(-1, 1, 401)
     want = 1 / (2.0 * math.tanh(2.0))  # 1 / max |f''/f'| of sinh(2 V) on [-1, 1]
-    assert IVTable(v=v, i=np.sinh(2.0 * v)).voltage_scale() == pytest.approx(want, rel=2e-2)
+    assert IVTable(v=v, i=np.sinh(2.0 * v)).voltage_scale() == pytest.approx(want, rel=2e-2, abs=0)
 
 
 @pytest.mark.parametrize(("a", "v"), [(1.0, 700.0), (50.0, -14.0), (100.0, 7.1), (2.0, 355.2)])
@@ -198,7 +198,7 @@ def test_level1_saturation():
     ids, gm, gds = betap * vgst**2 / 2, betap * vgst, LAM * BETA * vgst**2 / 2
     got = Level1(VTO, KP, LAM, W, L).drain_current(vd, vs, vg)
     np.testing.assert_allclose(got, [ids, gds, -gm - gds], rtol=1e-14)
-    assert ids == pytest.approx(1.30816e-5, rel=1e-14)
+    assert ids == pytest.approx(1.30816e-5, rel=1e-14, abs=0)
 
 
 def test_level1_linear():
@@ -210,7 +210,7 @@ def test_level1_linear():
     gds = betap * (vgst - vds) + LAM * BETA * vds * (vgst - vds / 2)
     got = Level1(VTO, KP, LAM, W, L).drain_current(vd, vs, vg)
     np.testing.assert_allclose(got, [ids, gds, -gm - gds], rtol=1e-14)
-    assert ids == pytest.approx(1.02612e-5, rel=1e-14)
+    assert ids == pytest.approx(1.02612e-5, rel=1e-14, abs=0)
 
 
 @pytest.mark.parametrize(("vd", "vs", "vg"), [(0.0, 1.0, 2.5), (0.2, 0.5, 1.5), (-0.4, 0.3, 0.6)])

@@ -327,7 +327,7 @@ def expected_deck(case):
             if t.device is None:
                 out[f"Rcell_{i}_{j}"] = ([wl(i, j), low], 1.0 / g)
             else:
-                a = float(np.ravel(t.device.a)[i * n + j])
+                a = float(np.broadcast_to(t.device.a, (1, m * n))[0, i * n + j])
                 out[f"Bcell_{i}_{j}"] = ([wl(i, j), low], (g / a, a))
             if t.access is not None:
                 out[f"Macc_{i}_{j}"] = ([f"int_{i}_{j}", t.v_gate[0, i, j], bl(i, j), "0"],

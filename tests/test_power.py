@@ -19,11 +19,11 @@ def test_one_cell_closed_form():
     tile = cs.crossbar([[1e-3]], 2.0, 3.0, 100.0, 50.0)
     p = cs.solve(tile, [1.0]).power
     i = 1.0 / (100.0 + 2.0 + 3.0 + 1000.0 + 50.0)
-    assert p.delivered == pytest.approx(i, rel=1e-13)
-    assert p.drivers == pytest.approx(i * i * 100.0, rel=1e-12)
-    assert p.wires == pytest.approx(i * i * 5.0, rel=1e-12)
-    assert p.sense == pytest.approx(i * i * 50.0, rel=1e-12)
-    assert p.devices == pytest.approx(i * i * 1000.0, rel=1e-12)
+    assert p.delivered == pytest.approx(i, rel=1e-13, abs=0)
+    assert p.drivers == pytest.approx(i * i * 100.0, rel=1e-12, abs=0)
+    assert p.wires == pytest.approx(i * i * 5.0, rel=1e-12, abs=0)
+    assert p.sense == pytest.approx(i * i * 50.0, rel=1e-12, abs=0)
+    assert p.devices == pytest.approx(i * i * 1000.0, rel=1e-12, abs=0)
     assert p.transistors == 0.0
 
 
@@ -36,7 +36,7 @@ def test_linear_tile_matches_independent_sum_and_conservation(rng, drive):
     assert p.delivered.shape == (3,)
     for k in range(3):
         ref = dissipated_power(tile, 0, v[k], sol.v_wl[k], sol.v_bl[k])
-        assert p.dissipated[k] == pytest.approx(ref, rel=1e-12)
+        assert p.dissipated[k] == pytest.approx(ref, rel=1e-12, abs=0)
     np.testing.assert_allclose(p.dissipated, p.delivered, rtol=1e-10)
     assert np.all(p.drivers > 0) and np.all(p.sense > 0) and np.all(p.wires > 0)
 
@@ -44,7 +44,7 @@ def test_linear_tile_matches_independent_sum_and_conservation(rng, drive):
 def test_sense_voltage_absorbs_power(rng):
     tile = cs.crossbar(rng.uniform(1e-5, 1e-4, (4, 3)), 1.0, 1.0, 2.0, 3.0, v_sense=0.05)
     p = cs.solve(tile, np.full(4, 0.2)).power
-    assert p.dissipated == pytest.approx(p.delivered, rel=1e-10)
+    assert p.dissipated == pytest.approx(p.delivered, rel=1e-10, abs=0)
 
 
 def test_nonlinear_1t1r_parts_add_up(rng):

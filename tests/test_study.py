@@ -43,4 +43,4 @@ def test_main_with_sinh_device(capsys):
 def test_power_is_read_power_of_the_sources():
     g = np.full((2, 2), 1e-4)
     s = irdrop_summary(cs.crossbar(g), np.full((1, 2), 0.2))
-    assert s["read_power"] == pytest.approx(4 * 1e-4 * 0.2**2, rel=1e-12)
+    assert s["read_power"] == pytest.approx(4 * 1e-4 * 0.2**2, rel=1e-12, abs=0)
