@@ -32,7 +32,7 @@ setup_system() {
 }
 
 setup_python() {
-    local extras="test,cholmod,spice"
+    local extras="test,cholmod,spice,studies"
     [ "${1:-}" = bench ] && extras="$extras,bench"
     local stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/-}"
     [ -f "$stamp" ] && return 0
