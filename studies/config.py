@@ -319,11 +319,12 @@ def _apply(loader: _Loader, base: dict, override: dict, name: str) -> dict:
 def _base(loader: _Loader, data: dict) -> dict:
     """The checked tables, defaults filled in; tile aliases expanded."""
     for name, table in data.items():
+        if not isinstance(table, dict):
+            loader.fail(f"key {name!r} outside any table: keys belong in tables such as "
+                        "[tile]; a table header must come first")
         if name != "sweep" and name not in TABLES:
             loader.fail(f"[{name}]: unknown table; valid tables: "
                         f"{', '.join([*TABLES, 'sweep'])}")
-        if not isinstance(table, dict):
-            loader.fail(f"{name!r}: must be a table [{name}], got {table!r}")
     cfg = {}
     for name, spec in TABLES.items():
         given = loader.keys(data.get(name, {}), spec, f"[{name}]")
@@ -441,8 +442,6 @@ def load_study(path: str | Path | None = None, *, text: str | None = None) -> St
         raise StudyError(f"{source}: not valid TOML: {exc}") from None
     base = _base(loader, data)
     g_file = _conductance_file(loader, base, list(data.get("conductance", {})), base_dir)
-    if "sweep" in data and not isinstance(data["sweep"], dict):
-        loader.fail("'sweep': must be a table [sweep]")
     grid, explicit = _sweep(loader, data.get("sweep", {}))
     if g_file is not None:
         for path_ in [*grid, *(p for e in explicit for p in e)]:

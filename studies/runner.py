@@ -71,12 +71,13 @@ def _stderr(message: str) -> None:
 
 
 def local_cluster(n_workers: int):
-    """A Dask ``LocalCluster`` of ``n_workers`` single-threaded processes on 127.0.0.1 only,
-    without a dashboard (it has no authentication)."""
+    """A Dask ``LocalCluster`` of ``n_workers`` single-threaded processes that listens on
+    127.0.0.1 only: scheduler, workers, nannies and the scheduler's HTTP endpoint (on a free
+    port; the dashboard, which has no authentication, is off)."""
     from distributed import LocalCluster
 
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None,
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0",
                            silence_logs=logging.ERROR)
     if urlsplit(cluster.scheduler_address).hostname != "127.0.0.1":  # pragma: no cover
         cluster.close()

@@ -278,10 +278,14 @@ class StudyWriter:
         self.bytes_written += len(data)
         self.rows[name] = layout.summary_row(result.point, result.status, result.reason,
                                              result.metrics, self.study, self.columns)
-        # rewrite the index at most every few times its own cost (bounded overhead)
-        if time.perf_counter() - self._last_index >= 4 * self._index_cost:
+        if self._index_due():
             self._write_index()
         return True
+
+    def _index_due(self) -> bool:
+        """Rewrite the results file after a commit unless the last rewrite was recent compared
+        with its cost (at most a fifth of the time goes to it)."""
+        return time.perf_counter() - self._last_index >= 4 * self._index_cost
 
     def _write_index(self, sources=None) -> None:
         t0 = time.perf_counter()
