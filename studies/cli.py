@@ -144,8 +144,8 @@ def _show(args) -> int:
                 print(f"  {k} = {v}" + (f" {unit}" if unit not in ("", "1") else ""))
         for k, v in sorted(p.arrays.items()):
             print(f"  dataset {k}: {v.dtype} {v.shape} {p.units.get(k, '')}".rstrip())
-        return 0
-    print(read_summary(args.results).text())
+    else:
+        print(read_summary(args.results).text())
     if args.verify:
         problems = verify(args.results)
         for line in problems:

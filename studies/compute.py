@@ -28,7 +28,7 @@ __all__ = ["Batch", "PointResult", "conductance_map", "input_vectors", "plan_bat
            "solve_batch"]
 
 #: Cell-input products (B * m * n * K) per batched tile when ``[solve] batch`` is not given.
-BATCH_BUDGET = 1 << 18
+BATCH_BUDGET = 1 << 16
 #: Most points per batched tile when ``[solve] batch`` is not given.
 BATCH_MAX = 64
 

@@ -241,6 +241,9 @@ def plot_study(path, outdir, *, point: str | None = None, input: int = 0, x: str
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     summary = read_summary(path)
+    curves = bool(summary.sweep_keys) and len(summary.table) > 1
+    if curves:  # check the axes before drawing anything
+        x, line, _ = choose_axes(summary, x, line)
     title = f"{summary.study_name} - "
     name = point or _default_point(summary)
     data = read_point(path, name)
@@ -251,8 +254,7 @@ def plot_study(path, outdir, *, point: str | None = None, input: int = 0, x: str
         raise ValueError(f"point {name} has no node voltages (the study stored none)")
     if "i_out" in data.arrays:
         figures.append((f"currents-{name}", currents_figure(data, title)))
-    if summary.sweep_keys and len(summary.table) > 1:
-        x, line, _ = choose_axes(summary, x, line)
+    if curves:
         figures.append((f"error-vs-{x}", error_figure(summary, x, line, title=title)))
     files = []
     for stem, fig in figures:
