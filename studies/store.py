@@ -141,6 +141,7 @@ class StudyWriter:
         self._names = {p.name: p for p in study.points}
         self._last_index = 0.0
         self._index_cost = 0.0
+        self._listed = 0
         parent = self.path.parent
         if not parent.is_dir():
             raise OutputError(f"cannot write {str(self.path)!r}: the directory "
@@ -255,14 +256,22 @@ class StudyWriter:
         return len(self.rows) == len(self.study.points)
 
     def _fail(self, exc: OSError, what: str):
+        if what.startswith("point") and self._listed != len(self.rows):
+            with suppress(OSError):  # list every committed point, if there is room for that
+                self._write_results(self._index_image())
+                self._listed = len(self.rows)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             hint = "free some space"
         else:
             hint = "fix the cause"
+        where = f"in {str(self.path)!r}"
+        if self._listed != len(self.rows):
+            where = (f"in {str(self.parts)!r} ({self._listed} of them listed in "
+                     f"{str(self.path)!r} so far)")
         raise WriteError(
             exc.errno, f"writing {what} failed: {exc.strerror or exc}. The {len(self.rows)} "
-            f"points committed before remain readable in {str(self.path)!r}; {hint} and run "
-            "again with --resume to compute the rest") from exc
+            f"points committed before remain readable {where}; {hint} and run again with "
+            "--resume to compute the rest") from exc
 
     def commit(self, result) -> bool:
         """Store one point's result atomically; returns False if it was already stored."""
@@ -287,15 +296,21 @@ class StudyWriter:
         with its cost (at most a fifth of the time goes to it)."""
         return time.perf_counter() - self._last_index >= 4 * self._index_cost
 
+    def _index_image(self, sources=None) -> bytes:
+        return layout.index_image(self.study, self.rows, self.columns, complete=self.complete,
+                                  created=self.created, parts=self.parts.name, sources=sources)
+
+    def _write_results(self, data: bytes) -> None:
+        atomic_write(self.path, data)
+
     def _write_index(self, sources=None) -> None:
         t0 = time.perf_counter()
-        data = layout.index_image(self.study, self.rows, self.columns,
-                                  complete=self.complete,
-                                  created=self.created, parts=self.parts.name, sources=sources)
+        data = self._index_image(sources)
         try:
-            atomic_write(self.path, data)
+            self._write_results(data)
         except OSError as exc:
             self._fail(exc, f"the results file {str(self.path)!r}")
+        self._listed = len(self.rows)
         self._last_index = time.perf_counter()
         self._index_cost = self._last_index - t0
 

@@ -339,12 +339,13 @@ def test_failed_results_file_write_keeps_the_last_good_one(tmp_path, monkeypatch
 
     monkeypatch.setattr(store_module, "atomic_write", no_space)
     monkeypatch.setattr(store_module.StudyWriter, "_index_due", lambda self: True)
-    with pytest.raises(WriteError, match=r"No space left on device.*remain readable.*free some "
-                                         r"space"):
+    with pytest.raises(WriteError, match=r"No space left on device\. The 3 points committed "
+                                         r"before remain readable in .*r\.h5\.parts' \(2 of "
+                                         r"them listed in .*; free some space"):
         run_study(study, out, progress=False)
     monkeypatch.setattr(store_module, "atomic_write", real)
     done = read_summary(out).points_done
-    assert done >= 1 and verify(out) == []
+    assert done == 2 and verify(out) == []
     report = run_study(study, out, resume=True, progress=False)
     assert read_summary(out).complete and report.skipped >= done
 
