@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     except WriteError as exc:
         print(f"circuitsim study {args.command}: {exc.strerror}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"circuitsim study {args.command}: interrupted; the points committed so far are "
+              "kept (run again with --resume to finish)", file=sys.stderr)
+        return 130
     except (StudyError, OutputError, ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"circuitsim study {args.command}: {msg}", file=sys.stderr)

@@ -133,11 +133,12 @@ def _dask(batches, task, client, tag: str):
         futs[fut] = b
     try:
         for fut in as_completed(list(futs)):
-            b = futs[fut]
+            b = futs.pop(fut)
             try:
                 out = fut.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker and the task's own errors
                 out = exc
+            fut.release()  # the workers may forget it now
             yield b, out
     finally:
         for fut in futs:
@@ -260,7 +261,7 @@ def _consume(runs, writer, report, study, progress):
         raise
     except BaseException:
         with suppress(WriteError):
-            writer.finish()  # keep the results file up to date with what was committed
+            writer.flush()  # the results file lists every point committed
         raise
     finally:
         bar.close()

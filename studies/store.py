@@ -166,7 +166,7 @@ class StudyWriter:
             shutil.rmtree(self.parts, ignore_errors=True)
         elif exists:
             self._check_existing(resume)
-        elif self.parts.exists() and not resume:
+        elif any(self.parts.glob("*.h5")) and not resume:
             raise OutputError(f"{str(self.parts)!r} holds points of an earlier run; "
                               "resume to finish it, or overwrite to start again")
         if self.path.exists():  # resuming
@@ -180,10 +180,6 @@ class StudyWriter:
         except OSError as exc:
             raise OutputError(f"cannot create {str(self.parts)!r}: {exc.strerror}") from None
         self._load_parts()
-        try:
-            self._write_index()
-        except WriteError as exc:
-            raise OutputError(str(exc)) from None
 
     def _check_existing(self, resume: bool) -> None:
         info = _describe_existing(self.path)
@@ -314,6 +310,11 @@ class StudyWriter:
         self._last_index = time.perf_counter()
         self._index_cost = self._last_index - t0
 
+    def flush(self) -> None:
+        """Rewrite the results file if points were committed since it was last written."""
+        if self._listed != len(self.rows):
+            self._write_index()
+
     def finish(self) -> str:
         """Bring the results file up to date; when the study is complete, copy every point into
         it and remove the parts folder. Returns the layout: ``"single"`` or ``"index"``."""
@@ -332,7 +333,11 @@ class StudyWriter:
         return "single"
 
     def close(self) -> None:
-        """Release the lock (the results stay as last written)."""
+        """Release the lock (the results stay as last written). A run that committed nothing
+        leaves nothing behind."""
+        if not self.rows and not self.path.exists():
+            with suppress(OSError):
+                self.parts.rmdir()  # only if empty
         self._lock.release()
 
     def __enter__(self):

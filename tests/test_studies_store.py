@@ -339,13 +339,13 @@ def test_failed_results_file_write_keeps_the_last_good_one(tmp_path, monkeypatch
 
     monkeypatch.setattr(store_module, "atomic_write", no_space)
     monkeypatch.setattr(store_module.StudyWriter, "_index_due", lambda self: True)
-    with pytest.raises(WriteError, match=r"No space left on device\. The 3 points committed "
-                                         r"before remain readable in .*r\.h5\.parts' \(2 of "
+    with pytest.raises(WriteError, match=r"No space left on device\. The 4 points committed "
+                                         r"before remain readable in .*r\.h5\.parts' \(3 of "
                                          r"them listed in .*; free some space"):
         run_study(study, out, progress=False)
     monkeypatch.setattr(store_module, "atomic_write", real)
     done = read_summary(out).points_done
-    assert done == 2 and verify(out) == []
+    assert done == 3 and verify(out) == []
     report = run_study(study, out, resume=True, progress=False)
     assert read_summary(out).complete and report.skipped >= done
 
@@ -370,3 +370,17 @@ def test_damaged_part_is_recomputed_and_verify_finds_damage(tmp_path):
     out.write_bytes(bytes(data))
     problems = verify(out)
     assert problems and all(p.startswith("p1/i_out") for p in problems), problems
+
+
+def test_a_run_that_commits_nothing_leaves_nothing(tmp_path):
+    study = load_study(text=SMALL)
+    with StudyWriter(tmp_path / "r.h5", study):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+    def boom(batch):
+        raise MemoryError("no memory for this batch")
+
+    with pytest.raises(MemoryError):
+        run_study(study, tmp_path / "r.h5", progress=False, task=boom)
+    assert list(tmp_path.iterdir()) == []
