@@ -148,3 +148,21 @@ def test_exclusive_modes(study, tmp_path):
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         run_study(study, tmp_path / "r.h5", workers=0)
     assert not Path(tmp_path / "r.h5").exists()
+
+
+def test_remote_tcp_scheduler_is_warned_about(study, tmp_path, monkeypatch):
+    from circuitsim.studies.runner import _is_loopback
+
+    assert _is_loopback("tcp://127.0.0.1:8786") and _is_loopback("tcp://localhost:1")
+    assert _is_loopback("tls://[::1]:8786") and not _is_loopback("tcp://192.0.2.7:8786")
+
+    def no_cluster(address, **kw):
+        raise OSError(f"no scheduler at {address}")
+
+    monkeypatch.setattr(distributed, "Client", no_cluster)
+    notes = []
+    with pytest.raises(OSError, match="no scheduler at tcp://192.0.2.7:8786"):
+        run_study(study, tmp_path / "r.h5", scheduler="tcp://192.0.2.7:8786", progress=False,
+                  log=notes.append)
+    assert any("unauthenticated and unencrypted" in n and "tls://" in n for n in notes)
+    assert list(tmp_path.iterdir()) == []  # nothing written
