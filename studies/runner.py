@@ -78,7 +78,7 @@ def local_cluster(n_workers: int):
 
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                           silence_logs=logging.ERROR)
+                           scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR)
     if urlsplit(cluster.scheduler_address).hostname != "127.0.0.1":  # pragma: no cover
         cluster.close()
         raise RuntimeError(f"the local cluster listens on {cluster.scheduler_address}, "
