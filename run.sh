@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian/Ubuntu machine with Python 3.10+:
-#   bash run.sh irdrop [options]   the IR-drop study on the embedded 128 x 128 tile
+#   bash run.sh irdrop [options]   the IR-drop study: the embedded default sweep (array size 32 to
+#                                  256, wires 0.1 to 10 ohm, passive and 1T1R) -> results/irdrop.h5,
+#                                  plots in results/irdrop/, summary table printed; run again to
+#                                  resume or re-show (--overwrite recomputes)
+#   bash run.sh study CMD [args]   circuitsim study init|run|show|plot (README: Studies)
 #   bash run.sh test [pytest args] the whole test suite
 #   bash run.sh bench [options]    the benchmarks (benchmarks/README.md)
 #   bash run.sh validate [options] cross-check against ngspice (circuitsim validate --help)
@@ -39,7 +43,7 @@ setup_system() {
 }
 
 setup_python() {
-    local extras="test,cholmod,spice,layers"
+    local extras="test,cholmod,spice,layers,studies"
     [ "${1:-}" = bench ] && extras="$extras,bench"
     local stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/-}"
     [ -f "$stamp" ] && return 0
@@ -55,9 +59,15 @@ setup_python() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    irdrop) setup_system irdrop; setup_python; exec "$VENV/bin/python" -m circuitsim.study "$@" ;;
+    irdrop) setup_system irdrop; setup_python
+        mode=--resume
+        for a in "$@"; do case "$a" in --overwrite|--resume) mode="" ;; esac; done
+        mkdir -p results
+        exec "$VENV/bin/python" -m circuitsim study run -o results/irdrop.h5 \
+            --plots results/irdrop $mode "$@" ;;
+    study) setup_system study; setup_python; exec "$VENV/bin/python" -m circuitsim study "$@" ;;
     test) setup_system test; setup_python; exec "$VENV/bin/python" -m pytest -q "$@" ;;
     bench) setup_system bench; setup_python bench; exec "$VENV/bin/python" benchmarks/run.py "$@" ;;
     validate) setup_system validate; setup_python; exec "$VENV/bin/python" -m circuitsim validate "$@" ;;
-    *) echo "usage: bash run.sh {irdrop|test|bench|validate} [options]" >&2; exit 2 ;;
+    *) echo "usage: bash run.sh {irdrop|study|test|bench|validate} [options]" >&2; exit 2 ;;
 esac

@@ -4,10 +4,10 @@
     python benchmarks/run.py --quick      # smaller, fewer repeats (about 3 minutes)
     python benchmarks/run.py --only badcrossbar --only ideal
 
-Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine (benchmarks/README.md). Results go to
-benchmarks/results/<name>.json (and latest.json, latest.txt). Exit status 1 when a comparison's
-outputs disagree beyond its tolerance (FAIL) or a benchmark crashed; a missed speed target (MISS) is
-reported, not an error.
+Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine, studies
+(benchmarks/README.md). Results go to benchmarks/results/<name>.json (and latest.json, latest.txt).
+Exit status 1 when a comparison's outputs disagree beyond its tolerance (FAIL) or a benchmark
+crashed; a missed speed target (MISS) is reported, not an error.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from benchmarks import (  # noqa: E402 - after the BLAS thread setting
     bench_layers,
     bench_ngspice,
     bench_nonlinear,
+    bench_studies,
 )
 from benchmarks.common import (  # noqa: E402
     RESULTS,
@@ -73,6 +74,7 @@ BENCHMARKS = {
     "layers": (bench_layers, "digits MLP and CNN on solved tiles; vs badcrossbar (issue 8)"),
     "engine": (bench_engine, "transfer_matrix across wire resistance; K = 100,000 outputs only "
                              "in bounded memory (issue 7)"),
+    "studies": (bench_studies, "study of 64x64 1T1R tiles: in-process vs Dask, HDF5 (issue 9)"),
 }
 
 

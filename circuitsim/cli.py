@@ -5,7 +5,8 @@
 config file, prints one row per case and exits with status 0 when every case agrees, 1 when any
 case disagrees or fails, and 2 for a usage error or when ngspice is missing. ``circuitsim irdrop``
 runs the IR-drop study (:mod:`circuitsim.study`); ``circuitsim evaluate`` a network on mapped
-tiles (:mod:`circuitsim.layers.cli`).
+tiles (:mod:`circuitsim.layers.cli`); ``circuitsim study`` writes, runs, shows and plots sweep
+studies (:mod:`circuitsim.studies.cli`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     irdrop = sub.add_parser("irdrop", help="IR-drop study (circuitsim.study)", add_help=False)
     irdrop.add_argument("rest", nargs=argparse.REMAINDER)
+    study = sub.add_parser("study", help="sweep studies: init, run, show, plot "
+                           "(circuitsim.studies)", add_help=False)
+    study.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -224,5 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         from circuitsim.study import irdrop_main
 
         return irdrop_main(argv[1:])
+    if argv[:1] == ["study"]:
+        from circuitsim.studies.cli import main as study_main
+
+        return study_main(argv[1:])
     args = _parser().parse_args(argv)
     return validate(args)
