@@ -47,8 +47,8 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
     x = np.zeros_like(b)
     r = b.copy()
     r0 = b.copy()
-    target = rtol * np.linalg.norm(b, axis=0)
-    active = np.linalg.norm(r, axis=0) > target
+    target = rtol * np.sqrt(_dot(b, b))
+    active = np.sqrt(_dot(r, r)) > target
     rho = alpha = omega = np.ones(S)
     v = np.zeros_like(b)
     p = np.zeros_like(b)
@@ -60,24 +60,43 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
         cols = slice(None) if every else a
         rho_new = _dot(r0, r)
         beta = _ratio(rho_new, rho, a) * _ratio(alpha, omega, a)
-        p[:, cols] = r[:, cols] + beta[cols] * (p[:, cols] - omega[cols] * v[:, cols])
+        # p = r + beta (p - omega v), in place where every system is active
+        if every:
+            tmp = v * omega
+            p -= tmp
+            p *= beta
+            p += r
+        else:
+            p[:, cols] = r[:, cols] + beta[cols] * (p[:, cols] - omega[cols] * v[:, cols])
         phat = precond(p[:, cols], a)
         v[:, cols] = matvec(phat, a)
         alpha = np.where(a, _ratio(rho_new, _dot(r0, v), a), alpha)
-        s = r[:, cols] - alpha[cols] * v[:, cols]
+        s = v[:, cols] * alpha[cols]
+        np.subtract(r[:, cols], s, out=s)
         shat = precond(s, a)
         t = matvec(shat, a)
         omega_a = _ratio(_dot(t, s), _dot(t, t), np.ones(s.shape[1], dtype=bool))
-        x[:, cols] += alpha[cols] * phat + omega_a * shat
-        r[:, cols] = s - omega_a * t
+        phat *= alpha[cols]
+        shat *= omega_a
+        phat += shat
+        t *= omega_a
+        np.subtract(s, t, out=s)  # s is now the new residual
+        if every:
+            x += phat
+            r = s
+        else:
+            x[:, cols] += phat
+            r[:, cols] = s
         omega = omega.copy()
         omega[cols] = omega_a
         rho = np.where(a, rho_new, rho)
-        res = np.linalg.norm(r, axis=0)
+        res = np.sqrt(_dot(r, r))
         breakdown = a & ((omega == 0) | ~np.isfinite(res))
         active = a & (res > target) & ~breakdown
     # The recursively updated residual can drift from the true one: judge by the true residual,
     # allowing it twice the target.
-    residual = np.linalg.norm(b - matvec(x, np.ones(S, dtype=bool)), axis=0)
+    final = matvec(x, np.ones(S, dtype=bool))
+    np.subtract(b, final, out=final)
+    residual = np.sqrt(_dot(final, final))
     converged = np.isfinite(residual) & (residual <= 2.0 * target)
     return x, converged, it

@@ -245,27 +245,42 @@ class _Jacobian:
 
     def __init__(self, plan: Plan, bv, f: np.ndarray):
         self.plan, self.bv = plan, bv
-        nf = plan.n_free
-        inc = plan.incidence[:nf]
-        diag = np.asarray((inc > 0) @ bv.p.T - (inc < 0) @ bv.q.T).T  # sum of p at a, -q at b
+        maps = plan.analyses.get("jacobian_maps")
+        if maps is None:  # per topology: the unknown rows of the incidence, split by sign
+            nf = plan.n_free
+            inc = plan.incidence[:nf].tocsr()
+            a_free, b_free = plan.a < nf, plan.b < nf
+            maps = plan.analyses["jacobian_maps"] = (
+                inc, (inc > 0).astype(float), (inc < 0).astype(float),
+                a_free[:, None], b_free[:, None],
+                np.where(a_free, plan.a, 0), np.where(b_free, plan.b, 0))
+        self.inc, pos, neg, a_free, b_free, self.a, self.b = maps
+        # systems last, (E, S): partials of branch ends at fixed nodes are zeroed, so products
+        # need no rows for the fixed nodes (their updates are 0)
+        self.pt = np.ascontiguousarray(bv.p.T)
+        self.pt *= a_free
+        self.qt = np.ascontiguousarray(bv.q.T)
+        self.qt *= b_free
+        diag = pos @ self.pt - neg @ self.qt  # (nf, S): sum of p at a, -q at b
         held = diag == 0
-        f[held] = 0.0
-        # systems last, (E, S) and (nf, S), for the products of the Krylov solver
-        self.pt, self.qt = np.ascontiguousarray(bv.p.T), np.ascontiguousarray(bv.q.T)
-        self.held_t = np.ascontiguousarray(held.T)
+        self.any_held = bool(held.any())
+        if self.any_held:
+            f[held.T] = 0.0
+        self.held_t = held
 
     def matvec(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``J_s x_s`` for the columns ``x`` ``(nf, S')`` of the systems in ``mask``."""
-        plan = self.plan
+        if not len(x):  # every node fixed: nothing to multiply
+            return x.copy()
         if mask.all():
             p, q, held = self.pt, self.qt, self.held_t
         else:
             p, q, held = self.pt[:, mask], self.qt[:, mask], self.held_t[:, mask]
-        full = np.concatenate([x, np.zeros((plan.n_fixed, x.shape[1]))], axis=0)
-        branch = p * full[plan.a]
-        branch += q * full[plan.b]
-        y = plan.incidence[: plan.n_free] @ branch
-        y[held] = x[held]
+        branch = p * x[self.a]
+        branch += q * x[self.b]
+        y = self.inc @ branch
+        if self.any_held:
+            y[held] = x[held]
         return y
 
     def matrix(self, rows: np.ndarray):
