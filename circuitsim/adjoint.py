@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from circuitsim import devices
 from circuitsim.netlist import Tile, as_float_array, broadcast_param, check_finite
 
-from ._internals import package_solution, solve_all, tile_plans
+from ._internals import solve_fixed, tile_plans
 from .branches import select_cells
 from .linearised import Linearisation
 from .merged import zero_forest
@@ -342,11 +342,9 @@ def _forward(tile, v_in, *, solver, reltol, abstol, newton_options, extra_seeds=
     vk = tile.fixed_voltages(v)
     if extra_seeds is not None:
         vk = np.concatenate([vk, extra_seeds], axis=1)
-    options = {"rtol": 1e-13} if solver == "cg" else {}
     try:
-        v_nodes, i_fixed, residual, converged, its, method = solve_all(
-            tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail="raise",
-            options=options, newton_options=newton_options)
+        v_nodes, solution = solve_fixed(tile, vk, K, v_in, solver=solver, reltol=reltol,
+                                        abstol=abstol, newton_options=newton_options)
     except ConvergenceError as exc:
         if exc.input < K:
             raise
@@ -355,10 +353,7 @@ def _forward(tile, v_in, *, solver, reltol, abstol, newton_options, extra_seeds=
             f"{exc.residual:.3e} A at node {exc.node} exceeds the tolerance (reltol={reltol:g}, "
             f"abstol={abstol:g} A)", tile=exc.tile, input=exc.input - K, node=exc.node,
             residual=exc.residual) from exc
-    f = slice(0, K)
-    solution = package_solution(tile, np.asarray(v_in), v, v_nodes[:, f], i_fixed[:, f],
-                                residual[:, f], converged[:, f], its[:, f], method)
-    return v_nodes, i_fixed, solution, v
+    return v_nodes, solution, v
 
 
 def vjp(tile: Tile, v_in, d_i_out, *, solver: str = "direct", reltol: float = 1e-9,
@@ -401,9 +396,9 @@ def vjp(tile: Tile, v_in, d_i_out, *, solver: str = "direct", reltol: float = 1e
     d = _check_seed(tile, v_arr, v, d_i_out)
     K = v.shape[1]
     if tile.is_linear:
-        v_nodes, _, solution, v = _forward(tile, v_in, solver=solver, reltol=reltol,
-                                           abstol=abstol, newton_options={},
-                                           extra_seeds=_seeds(tile, d))
+        v_nodes, solution, v = _forward(tile, v_in, solver=solver, reltol=reltol,
+                                        abstol=abstol, newton_options={},
+                                        extra_seeds=_seeds(tile, d))
         acc, fixed = _terms_all(tile, v_nodes[:, :K], v_nodes[:, K:])
     else:
         point = OperatingPoint(tile, v_in, solver=solver, reltol=reltol, abstol=abstol,
@@ -458,8 +453,8 @@ class OperatingPoint:
         _check_newton(newton_options)
         self.tile = tile
         self.v_arr = np.asarray(v_in)
-        V, _, self.solution, self.v = _forward(tile, v_in, solver=solver, reltol=reltol,
-                                               abstol=abstol, newton_options=newton_options)
+        V, self.solution, self.v = _forward(tile, v_in, solver=solver, reltol=reltol,
+                                            abstol=abstol, newton_options=newton_options)
         self.V = V
         self.K = V.shape[1]
         self.plans = []

@@ -63,6 +63,11 @@ class Compensation:
         Worst relative error ``max|X - target| / max|target|`` of the plain mapping (``g`` =
         ``target.T`` clipped to the range for a transfer-matrix target, the tile's own ``g``
         clipped for an input target) and of the compensated tile.
+    rms_before, rms_after : float or ndarray
+        Relative root-mean-square error ``|X - target| / |target|`` (Frobenius), the quantity
+        minimised: on an unreachable target the least-squares point can have a larger worst
+        error than the plain mapping (the cells that bind get more IR drop once the others are
+        matched), but never a larger rms error.
     iterations : int or ndarray
         Gauss-Newton steps taken.
     extractions : int or ndarray
@@ -82,6 +87,8 @@ class Compensation:
     target: np.ndarray
     error_before: float | np.ndarray
     error_after: float | np.ndarray
+    rms_before: float | np.ndarray
+    rms_after: float | np.ndarray
     iterations: int | np.ndarray
     extractions: int | np.ndarray
     converged: bool | np.ndarray
@@ -253,6 +260,7 @@ def _subtile(tile: Tile, b: int) -> Tile:
 class _Result:
     g: np.ndarray
     history: list
+    rms: tuple
     iterations: int
     extractions: int
 
@@ -272,6 +280,7 @@ STALL = 1e-6
 def _gauss_newton(problem: _Problem, g0, lo, hi, target_scale, tol, max_iter) -> _Result:
     g = np.clip(g0, lo, hi)
     history, iterations, extractions = [], 0, 0
+    target_norm = None
     best = None
     step = None
     halvings = 0
@@ -279,6 +288,9 @@ def _gauss_newton(problem: _Problem, g0, lo, hi, target_scale, tol, max_iter) ->
         r, matvec, rmatvec, scale = problem.evaluate(g)
         extractions += 1
         obj = float(np.linalg.norm(r))
+        if target_norm is None:
+            target_norm = float(np.linalg.norm(problem.target))
+            rms_first = obj / target_norm
         err = float(np.abs(r).max() / target_scale)
         if best is not None and not obj < best[1]:
             # no progress from the best point: halve the step, or stop at the bound
@@ -299,11 +311,13 @@ def _gauss_newton(problem: _Problem, g0, lo, hi, target_scale, tol, max_iter) ->
         step = _step(g, r, matvec, rmatvec, scale, lo, hi, eta=min(1e-2, 0.1 * err))
         iterations += 1
         g = np.clip(g + step, lo, hi)
-    return _Result(best[0], history, iterations, extractions)
+    return _Result(best[0], history, (rms_first, best[1] / target_norm), iterations,
+                   extractions)
 
 
 def _step(g, r, matvec, rmatvec, scale, lo, hi, eta):
-    """Gauss-Newton step over the cells not held at a bound (LSQR, columns scaled)."""
+    """Gauss-Newton step over the cells not held at a bound: GMRES on Newton's system when none
+    is held, else LSQR; columns scaled by the Jacobian's diagonal."""
     grad = rmatvec(r)  # J^T r: the direction that lowers |r|
     free = ~(((g <= lo) & (grad < 0)) | ((g >= hi) & (grad > 0)))
     cols = np.flatnonzero(free)
@@ -355,10 +369,10 @@ class _Transfer(_Problem):
         step = max(1, min(nk, 4_000_000 // (plan.n_free + nk)))
         for k0 in range(0, nk, step):
             rows = np.arange(k0, min(k0 + step, nk))
-            seeds = np.zeros((1, len(rows), nk))
-            seeds[0, np.arange(len(rows)), rows] = np.where(rows < m, 1.0, -1.0)
-            x = lin.solve_boundary(seeds)[0]
-            out[rows] = x[:, wl] - x[:, bl]
+            seeds = np.zeros((nk, len(rows)))
+            seeds[rows, np.arange(len(rows))] = np.where(rows < m, 1.0, -1.0)
+            x = lin.boundary_columns(seeds)
+            out[rows] = (x[wl] - x[bl]).T
         dU, dW = out[:m], out[m:]
         # i_out[j] for unit input i: the cell currents of column j, summed (KCL on the bit line)
         T = np.einsum("iaj,aj->ji", dU.reshape(m, m, n), g.reshape(m, n))
@@ -368,9 +382,10 @@ class _Transfer(_Problem):
         m, n = self.sub.m, self.sub.n
         dU, dW, T = self.fields(g)
         r = (self.target - T).ravel()
+        dUt = np.ascontiguousarray(dU.T)  # (mn, m): the product below is faster this way
 
         def matvec(dg):  # dT[j, i] = sum_c w_j(c) dg_c u_i(c)
-            return ((dW * dg) @ dU.T).ravel()
+            return (dW @ (dUt * dg[:, None])).ravel()
 
         def rmatvec(z):
             return ((z.reshape(n, m) @ dU) * dW).sum(axis=0)
@@ -444,6 +459,8 @@ def _package(tile: Tile, results, target_out, lo, hi, tol) -> Compensation:
         target=target_out,
         error_before=per_tile([r.history[0] for r in results]),
         error_after=per_tile(after),
+        rms_before=per_tile([r.rms[0] for r in results]),
+        rms_after=per_tile([r.rms[1] for r in results]),
         iterations=per_tile([r.iterations for r in results]),
         extractions=per_tile([r.extractions for r in results]),
         converged=per_tile([a <= tol for a in after], dtype=bool),

@@ -121,6 +121,21 @@ class Linearisation:
             full[..., :nf] = self.solve(-rhs, transpose)
         return full
 
+    def boundary_columns(self, seeds: np.ndarray) -> np.ndarray:
+        """Reduced voltages ``(n_red, k)`` of a plan with one linear tile for fixed-node values
+        given as columns ``seeds`` ``(n_fixed, k)``: :meth:`solve_boundary` without the copies to
+        and from the ``(Bp, K', .)`` layout, for many right-hand sides."""
+        plan = self.plan
+        if not self.linear or len(plan.tiles) != 1:
+            raise ValueError("boundary_columns is for a plan of one linear tile")
+        nf = plan.n_free
+        out = np.empty((nf + plan.n_fixed, seeds.shape[1]))
+        out[nf:] = seeds
+        if nf:
+            rhs = plan.coupling(self.p, self.q) @ seeds
+            out[:nf] = self._linear_factors()[0][1].solve(-np.ascontiguousarray(rhs))
+        return out
+
     def _boundary_rhs(self, seeds, transpose):
         plan = self.plan
         Bp, Kp, nk = seeds.shape
