@@ -4,10 +4,10 @@
     python benchmarks/run.py --quick      # smaller, fewer repeats (about 3 minutes)
     python benchmarks/run.py --only badcrossbar --only ideal
 
-Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear (see benchmarks/README.md). Results go to
-benchmarks/results/<name>.json (and latest.json, latest.txt). Exit status 1 when a comparison's
-outputs disagree beyond its tolerance (FAIL) or a benchmark crashed; a missed speed target (MISS) is
-reported, not an error.
+Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, gradients (see benchmarks/README.md).
+Results go to benchmarks/results/<name>.json (and latest.json, latest.txt). Exit status 1 when a
+comparison's outputs disagree beyond its tolerance (FAIL) or a benchmark crashed; a missed speed
+target (MISS) is reported, not an error.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_badcrossbar, bench_ideal, bench_large, bench_ngspice, bench_nonlinear
+from benchmarks import (
+    bench_badcrossbar,
+    bench_gradients,
+    bench_ideal,
+    bench_large,
+    bench_ngspice,
+    bench_nonlinear,
+)
 from benchmarks.common import (
     RESULTS,
     Row,
@@ -41,6 +48,7 @@ BENCHMARKS = {
     "ngspice": (bench_ngspice, "circuitsim vs ngspice -b, passive tiles, one vector (issue 2)"),
     "large": (bench_large, "1024x1024 passive tile, one vector, time and memory (issue 2)"),
     "nonlinear": (bench_nonlinear, "sinh and 1T1R tiles: Newton vs ngspice .op (issue 3)"),
+    "gradients": (bench_gradients, "vjp vs the forward solve; exact IR-drop compensation (issue 11)"),
 }
 
 

@@ -43,7 +43,8 @@ def solve_fixed(tile, vk: np.ndarray, K: int, v_in, *, solver: str, reltol: floa
     """Solve ``tile`` for fixed-node voltages ``vk`` ``(B, K', n_fixed)`` (the first ``K`` are the
     inputs ``v_in``, any others extra boundary problems in the same factorisation).
 
-    Returns the node voltages ``(B, K', n_nodes)`` and the :class:`Solution` of the first ``K``.
+    Returns the node voltages ``(B, K', n_nodes)``, the currents leaving the fixed nodes
+    ``(B, K', n_fixed)`` and the :class:`Solution` of the first ``K``.
     Raises :class:`ConvergenceError` for any failing system, as ``solve`` does.
     """
     v_arr = np.asarray(v_in)
@@ -57,7 +58,7 @@ def solve_fixed(tile, vk: np.ndarray, K: int, v_in, *, solver: str, reltol: floa
             out, v_nodes=out.v_nodes[:, :K], i_fixed=out.i_fixed[:, :K],
             residual=out.residual[:, :K], converged=out.converged[:, :K],
             iterations=out.iterations[:, :K], error=out.error[:, :K])
-        return out.v_nodes, engine._package(tile, v_arr, v_full, first)
+        return out.v_nodes, out.i_fixed, engine._package(tile, v_arr, v_full, first)
     options = {"rtol": 1e-13} if solver == "cg" else {}
     v_nodes, i_fixed, residual, converged, its, method = engine._solve_all(
         tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail="raise",
@@ -65,4 +66,4 @@ def solve_fixed(tile, vk: np.ndarray, K: int, v_in, *, solver: str, reltol: floa
     f = slice(0, K)
     solution = engine._package(tile, v_arr, v_full, v_nodes[:, f], i_fixed[:, f],
                                residual[:, f], converged[:, f], its[:, f], method)
-    return v_nodes, solution
+    return v_nodes, i_fixed, solution

@@ -133,14 +133,16 @@ class _Group:
     kind: str
     a: np.ndarray
     b: np.ndarray
-    i: np.ndarray  # (S, E) current a -> b (0 on zero resistors)
-    p: np.ndarray  # (S, E) di/dv_a
-    q: np.ndarray  # (S, E) di/dv_b
+    i: np.ndarray | None  # (S, E) current a -> b (0 on zero resistors)
+    p: np.ndarray | None  # (S, E) di/dv_a
+    q: np.ndarray | None  # (S, E) di/dv_b
     dtheta: np.ndarray  # (S, E) di/dtheta at fixed voltages (theta = R, g or v_gate)
     zero: np.ndarray | None = None  # (E,) zero resistors (resistor group only)
 
 
-def _evaluate(plan: Plan, V: np.ndarray, tile_idx: np.ndarray) -> list[_Group]:
+def _evaluate(plan: Plan, V: np.ndarray, tile_idx: np.ndarray, full: bool = True) -> list[_Group]:
+    """Every branch group at ``V``; without ``full`` only ``dtheta`` (``i``, ``p``, ``q`` None)
+    where that saves work (linear branches)."""
     out = []
     for group in plan.circuit.groups:
         a, b = group.a, group.b
@@ -150,13 +152,17 @@ def _evaluate(plan: Plan, V: np.ndarray, tile_idx: np.ndarray) -> list[_Group]:
             zero = group.value[plan.tiles[0]] == 0  # one zero pattern per plan
             g = np.where(zero, 0.0, 1.0 / np.where(zero, 1.0, value))
             i = g * (va - vb)
-            out.append(_Group("resistor", a, b, i, g, -g, -i * g, zero))
+            out.append(_Group("resistor", a, b, i if full else None, g if full else None,
+                              -g if full else None, -i * g, zero))
             continue
         model = select_cells(group.model, tile_idx, np.arange(len(a)))
         if group.kind == "device":
             dv = va - vb
             if model is None or getattr(model, "linear", False):
-                out.append(_Group("device", a, b, value * dv, value, -value, dv))
+                if full:
+                    out.append(_Group("device", a, b, value * dv, value, -value, dv))
+                else:
+                    out.append(_Group("device", a, b, None, None, None, dv))
             else:
                 gp = model.conductance(dv, value)
                 out.append(_Group("device", a, b, model.current(dv, value), gp, -gp,
@@ -191,17 +197,29 @@ def _fixed_sums(plan: Plan, dev: np.ndarray, res: np.ndarray) -> np.ndarray:
     return out.T
 
 
-def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndarray) -> dict:
+def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndarray,
+                    fixed: tuple | None = None) -> dict:
     """Per-system gradients from forward voltages ``V`` and adjoint potentials ``Mu``, both at
-    the original nodes ``(S, n_nodes)``: ``{"device", "resistor", "transistor"}`` ``(S, E)`` and
-    ``"fixed"`` ``(S, n_fixed)``."""
+    the original nodes ``(S, n_nodes)``: ``{"device", "resistor", "transistor"}`` ``(S, E)``,
+    ``"fixed"`` (the adjoint currents leaving the fixed nodes, ``dL/dv_k``) and
+    ``"fixed_forward"`` (the forward ones), ``(S, n_fixed)``.
+
+    ``fixed``, where the solves gave them already (linear tiles), is that pair; the node sums
+    are then formed only for zero resistances.
+    """
     n = V.shape[1]
-    groups = _evaluate(plan, V, tile_idx)
-    h_dev = np.zeros((n, len(V)))  # forward current leaving each node (non-zero branches)
-    h_res, y_dev, y_res = (np.zeros_like(h_dev) for _ in range(3))  # and the adjoint's
+    forest = zero_forest(plan)
+    sums = fixed is None or len(forest.branches) > 0
+    groups = _evaluate(plan, V, tile_idx, full=sums)
+    if sums:
+        h_dev = np.zeros((n, len(V)))  # forward current leaving each node (non-zero branches)
+        h_res, y_dev, y_res = (np.zeros_like(h_dev) for _ in range(3))  # and the adjoint's
     out = {}
     for grp in groups:
         delta = Mu[:, grp.a] - Mu[:, grp.b]
+        out[grp.kind] = delta * grp.dtheta  # -i j for a resistor: delta * (-i / R)
+        if not sums:
+            continue
         at_a, at_b = _ends(grp.a, grp.b, n)
         h = at_a @ grp.i.T - at_b @ grp.i.T
         y = at_a @ (grp.p * delta).T + at_b @ (grp.q * delta).T
@@ -211,14 +229,15 @@ def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndar
         else:
             h_dev += h
             y_dev += y
-        out[grp.kind] = delta * grp.dtheta  # -i j for a resistor: delta * (-i / R)
-    forest = zero_forest(plan)
     if len(forest.branches):
         # dL/dR = -i j with both currents from KCL around the merged nodes
         f = forest.flows((h_dev + h_res).T)
         out["resistor"][:, forest.branches] = -(f * forest.flows((y_dev + y_res).T))
-    out["fixed"] = _fixed_sums(plan, y_dev, y_res)
-    out["fixed_forward"] = _fixed_sums(plan, h_dev, h_res)
+    if fixed is None:
+        out["fixed"] = _fixed_sums(plan, y_dev, y_res)
+        out["fixed_forward"] = _fixed_sums(plan, h_dev, h_res)
+    else:
+        out["fixed"], out["fixed_forward"] = fixed
     return out
 
 
@@ -336,15 +355,17 @@ def _representatives(plan: Plan) -> np.ndarray:
 def _forward(tile, v_in, *, solver, reltol, abstol, newton_options, extra_seeds=None):
     """Forward solve (and, for linear tiles, the adjoint boundary problems ``extra_seeds``
     ``(B, K, n_fixed)`` in the same factorisation); returns node voltages ``(B, K', n_nodes)``,
-    the Solution of the forward part and the checked inputs ``(B, K, m)``."""
+    the currents leaving the fixed nodes ``(B, K', n_fixed)``, the Solution of the forward part
+    and the checked inputs ``(B, K, m)``."""
     v = tile.check_inputs(v_in)
     K = v.shape[1]
     vk = tile.fixed_voltages(v)
     if extra_seeds is not None:
         vk = np.concatenate([vk, extra_seeds], axis=1)
     try:
-        v_nodes, solution = solve_fixed(tile, vk, K, v_in, solver=solver, reltol=reltol,
-                                        abstol=abstol, newton_options=newton_options)
+        v_nodes, i_fixed, solution = solve_fixed(tile, vk, K, v_in, solver=solver,
+                                                 reltol=reltol, abstol=abstol,
+                                                 newton_options=newton_options)
     except ConvergenceError as exc:
         if exc.input < K:
             raise
@@ -353,7 +374,7 @@ def _forward(tile, v_in, *, solver, reltol, abstol, newton_options, extra_seeds=
             f"{exc.residual:.3e} A at node {exc.node} exceeds the tolerance (reltol={reltol:g}, "
             f"abstol={abstol:g} A)", tile=exc.tile, input=exc.input - K, node=exc.node,
             residual=exc.residual) from exc
-    return v_nodes, solution, v
+    return v_nodes, i_fixed, solution, v
 
 
 def vjp(tile: Tile, v_in, d_i_out, *, solver: str = "direct", reltol: float = 1e-9,
@@ -396,10 +417,11 @@ def vjp(tile: Tile, v_in, d_i_out, *, solver: str = "direct", reltol: float = 1e
     d = _check_seed(tile, v_arr, v, d_i_out)
     K = v.shape[1]
     if tile.is_linear:
-        v_nodes, solution, v = _forward(tile, v_in, solver=solver, reltol=reltol,
-                                        abstol=abstol, newton_options={},
-                                        extra_seeds=_seeds(tile, d))
-        acc, fixed = _terms_all(tile, v_nodes[:, :K], v_nodes[:, K:])
+        v_nodes, i_fixed, solution, v = _forward(tile, v_in, solver=solver, reltol=reltol,
+                                                 abstol=abstol, newton_options={},
+                                                 extra_seeds=_seeds(tile, d))
+        acc, fixed = _terms_all(tile, v_nodes[:, :K], v_nodes[:, K:],
+                                (i_fixed[:, K:], i_fixed[:, :K]))
     else:
         point = OperatingPoint(tile, v_in, solver=solver, reltol=reltol, abstol=abstol,
                                newton_options=newton_options)
@@ -415,15 +437,18 @@ def _seeds(tile: Tile, d: np.ndarray) -> np.ndarray:
     return seeds
 
 
-def _terms_all(tile: Tile, V: np.ndarray, Mu: np.ndarray):
-    """Per-tile gradient sums and per-system fixed-node terms from node voltages ``(B, K, N)``."""
+def _terms_all(tile: Tile, V: np.ndarray, Mu: np.ndarray, currents=None):
+    """Per-tile gradient sums and per-system fixed-node terms from node voltages ``(B, K, N)``;
+    ``currents``, if known, the adjoint and forward currents leaving the fixed nodes
+    ``(B, K, n_fixed)`` each."""
     B, K, nodes = V.shape
     acc, fixed = {}, np.zeros((B, K, tile.m + tile.n))
     for plan in tile_plans(tile):
         tiles = plan.tiles
         S = len(tiles) * K
+        known = None if currents is None else tuple(c[tiles].reshape(S, -1) for c in currents)
         terms = _gradient_terms(plan, V[tiles].reshape(S, nodes), Mu[tiles].reshape(S, nodes),
-                                np.repeat(tiles, K))
+                                np.repeat(tiles, K), known)
         _accumulate(acc, terms, tiles, K, B, _source_loops(tile, plan))
         fixed[tiles] = terms["fixed"].reshape(len(tiles), K, -1)
     return acc, fixed
@@ -453,8 +478,8 @@ class OperatingPoint:
         _check_newton(newton_options)
         self.tile = tile
         self.v_arr = np.asarray(v_in)
-        V, self.solution, self.v = _forward(tile, v_in, solver=solver, reltol=reltol,
-                                            abstol=abstol, newton_options=newton_options)
+        V, _, self.solution, self.v = _forward(tile, v_in, solver=solver, reltol=reltol,
+                                               abstol=abstol, newton_options=newton_options)
         self.V = V
         self.K = V.shape[1]
         self.plans = []
