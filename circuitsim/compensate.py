@@ -15,7 +15,10 @@ device range ``[g_min, g_max]`` by projected Gauss-Newton on the exact Jacobian:
   to the range; a step that does not lower ``|target - T|`` is halved;
 - where the target is reachable this is Newton's method on a square system and converges
   quadratically: a few extractions reach round-off. Where it is not, it stops at the bounded
-  least-squares point and reports the cells at a bound.
+  least-squares point and reports the cells at a bound; steps that do not lower the error are
+  damped (Levenberg-Marquardt, LSQR's ``damp``);
+- with ``gain="column"`` a digital gain per bit line joins the unknowns (``gain[:, None] * T =
+  target``): the column calibration of the read-out, fitted jointly with the programming.
 
 Nonlinear and 1T1R tiles have no transfer matrix; they are matched on given input vectors
 (``v_in``): the outputs ``i_out(g)`` for those inputs should equal ``target`` (by default the
@@ -78,6 +81,9 @@ class Compensation:
     at_lower, at_upper : ndarray of bool, the shape of ``g``
         Cells at ``g_min`` / ``g_max``: with ``converged`` False, the cells the range keeps from
         the target.
+    gain : ndarray, (n,) or (B, n), or None
+        With ``gain="column"``: the digital gain of each bit line (multiply ``i_out`` by it);
+        the errors are those of ``gain[:, None] * T``.
     history : tuple of ndarray
         Per tile, the error after each accepted step (the first entry is ``error_before``).
     """
@@ -95,11 +101,12 @@ class Compensation:
     at_lower: np.ndarray
     at_upper: np.ndarray
     history: tuple
+    gain: np.ndarray | None = None
 
 
-def compensate(tile: Tile, target=None, *, g_min=0.0, g_max=np.inf, v_in=None, tol=None,
-               max_iter: int = 20, solver: str = "direct", reltol: float = 1e-12,
-               abstol: float = 1e-18, **newton_options) -> Compensation:
+def compensate(tile: Tile, target=None, *, g_min=0.0, g_max=np.inf, v_in=None,
+               gain: str | None = None, tol=None, max_iter: int = 20, solver: str = "direct",
+               reltol: float = 1e-12, abstol: float = 1e-18, **newton_options) -> Compensation:
     """Programmed conductances in ``[g_min, g_max]`` whose exact circuit matches ``target``.
 
     Parameters
@@ -116,6 +123,12 @@ def compensate(tile: Tile, target=None, *, g_min=0.0, g_max=np.inf, v_in=None, t
     v_in : array_like, optional
         Input vectors to match on, as for :func:`circuitsim.solve`; required for nonlinear and
         1T1R tiles.
+    gain : {None, "column"}
+        ``"column"`` (transfer-matrix targets): each bit line's output also passes through a
+        digital gain, fitted together with the conductances, so the match is of
+        ``gain[:, None] * T`` (the ADC-side column calibration, but jointly with the
+        programming). Where the wires make the target unreachable this scales the currents
+        down to what the word lines can deliver.
     tol : float, optional
         Stop when the worst relative error is at most this; default ``1e-12`` for a transfer
         matrix, ``1e-10`` on inputs.
@@ -154,6 +167,10 @@ def compensate(tile: Tile, target=None, *, g_min=0.0, g_max=np.inf, v_in=None, t
     if not on_inputs and not tile.is_linear:
         raise ValueError("compensate: a nonlinear or 1T1R tile has no transfer matrix; pass the "
                          "input vectors to match on as v_in")
+    if gain not in (None, "column"):
+        raise ValueError(f"gain must be None or 'column', got {gain!r}")
+    if gain is not None and on_inputs:
+        raise ValueError("gain='column' applies to transfer-matrix targets (no v_in)")
     if tol is None:
         tol = 1e-10 if on_inputs else 1e-12
     if not (np.isfinite(tol) and tol >= 0):
@@ -172,8 +189,9 @@ def compensate(tile: Tile, target=None, *, g_min=0.0, g_max=np.inf, v_in=None, t
             results.append(_on_inputs(sub, v[b], target_b[b], lo[b], hi[b], tol, max_iter,
                                       opts))
         else:
-            results.append(_on_transfer(sub, target_b[b], lo[b], hi[b], tol, max_iter, opts))
-    return _package(tile, results, target_out, lo, hi, tol)
+            results.append(_on_transfer(sub, target_b[b], lo[b], hi[b], tol, max_iter, opts,
+                                        gain))
+    return _package(tile, results, target_out, lo, hi, tol, gain is not None)
 
 
 # -- arguments ----------------------------------------------------------------------------------
@@ -263,6 +281,7 @@ class _Result:
     rms: tuple
     iterations: int
     extractions: int
+    gain: np.ndarray | None = None
 
 
 class _Problem:
@@ -278,12 +297,15 @@ STALL = 1e-6
 
 
 def _gauss_newton(problem: _Problem, g0, lo, hi, target_scale, tol, max_iter) -> _Result:
+    """Projected Gauss-Newton with Levenberg-Marquardt damping: a step that does not lower
+    ``|target - X|`` is recomputed from the best point with a larger damping (no new
+    extraction is needed for the step, one for its trial); a successful one lowers it."""
     g = np.clip(g0, lo, hi)
     history, iterations, extractions = [], 0, 0
     target_norm = None
     best = None
-    step = None
-    halvings = 0
+    damp = 0.0
+    rejected = 0
     while True:
         r, matvec, rmatvec, scale = problem.evaluate(g)
         extractions += 1
@@ -293,31 +315,42 @@ def _gauss_newton(problem: _Problem, g0, lo, hi, target_scale, tol, max_iter) ->
             rms_first = obj / target_norm
         err = float(np.abs(r).max() / target_scale)
         if best is not None and not obj < best[1]:
-            # no progress from the best point: halve the step, or stop at the bound
-            if halvings < 5 and np.abs(step).max() > 1e-15 * np.abs(best[0]).max():
-                halvings += 1
-                step = 0.5 * step
-                g = np.clip(best[0] + step, lo, hi)
-                continue
-            break
+            rejected += 1
+            if rejected > MAX_REJECTED or iterations >= max_iter:
+                break  # no step lowers the error: at the bounded least-squares point
+            damp = max(4.0 * damp, 1e-2)
+            g = _trial(best, lo, hi, damp)
+            iterations += 1
+            continue
         previous = None if best is None else best[1]
-        best = (g, obj, r, matvec, rmatvec, scale)
+        best = (g, obj, r, matvec, rmatvec, scale, err)
         history.append(err)
-        halvings = 0
+        rejected = 0
         if err <= tol or iterations >= max_iter:
             break
         if previous is not None and previous - obj <= STALL * previous:
             break  # stationary: the bounded least-squares point, or round-off
-        step = _step(g, r, matvec, rmatvec, scale, lo, hi, eta=min(1e-2, 0.1 * err))
+        damp = damp / 4.0 if damp > 1e-4 else 0.0
+        g = _trial(best, lo, hi, damp)
         iterations += 1
-        g = np.clip(g + step, lo, hi)
     return _Result(best[0], history, (rms_first, best[1] / target_norm), iterations,
                    extractions)
 
 
-def _step(g, r, matvec, rmatvec, scale, lo, hi, eta):
+#: Consecutive rejected steps (each with four times the damping) before giving up.
+MAX_REJECTED = 4
+
+
+def _trial(best, lo, hi, damp):
+    g, _, r, matvec, rmatvec, scale, err = best
+    step = _step(g, r, matvec, rmatvec, scale, lo, hi, eta=min(1e-2, 0.1 * err), damp=damp)
+    return np.clip(g + step, lo, hi)
+
+
+def _step(g, r, matvec, rmatvec, scale, lo, hi, eta, damp=0.0):
     """Gauss-Newton step over the cells not held at a bound: GMRES on Newton's system when none
-    is held, else LSQR; columns scaled by the Jacobian's diagonal."""
+    is held and there is no damping, else LSQR (damped by ``damp``); columns scaled by the
+    Jacobian's diagonal."""
     grad = rmatvec(r)  # J^T r: the direction that lowers |r|
     free = ~(((g <= lo) & (grad < 0)) | ((g >= hi) & (grad > 0)))
     cols = np.flatnonzero(free)
@@ -334,10 +367,10 @@ def _step(g, r, matvec, rmatvec, scale, lo, hi, eta):
 
     op = spla.LinearOperator((len(r), len(cols)), matvec=mv, rmatvec=rmv, dtype=np.float64)
     tol = max(eta, 1e-15)
-    if len(cols) == len(r):  # square (nothing held): Newton's system, GMRES needs J only
+    if len(cols) == len(r) and damp == 0:  # square: Newton's system, GMRES needs J only
         y, _ = spla.gmres(op, r, rtol=tol, atol=0.0, restart=100, maxiter=4)
     else:
-        y = spla.lsqr(op, r, atol=tol, btol=tol, iter_lim=200)[0]
+        y = spla.lsqr(op, r, damp=damp, atol=tol, btol=tol, iter_lim=200)[0]
     out = np.zeros(mn)
     out[cols] = y / d
     return out
@@ -396,6 +429,33 @@ class _Transfer(_Problem):
         return r, matvec, rmatvec, _safe_scale((u * w).ravel())
 
 
+class _TransferGain(_Transfer):
+    """``gain[:, None] * T(g) = target``: unknowns ``[g, gain]``, ``m n + n`` of them."""
+
+    def evaluate(self, x):
+        m, n = self.sub.m, self.sub.n
+        mn = m * n
+        g, a = x[:mn], x[mn:]
+        dU, dW, T = self.fields(g)
+        r = (self.target - a[:, None] * T).ravel()
+        dUt = np.ascontiguousarray(dU.T)
+
+        def matvec(dx):
+            dT = dW @ (dUt * dx[:mn, None])
+            return (a[:, None] * dT + dx[mn:, None] * T).ravel()
+
+        def rmatvec(z):
+            Z = z.reshape(n, m)
+            return np.concatenate([(((a[:, None] * Z) @ dU) * dW).sum(axis=0),
+                                   (Z * T).sum(axis=1)])
+
+        u = dU.reshape(m, m, n)[np.arange(m), np.arange(m)]
+        w = dW.reshape(n, m, n)[np.arange(n), :, np.arange(n)].T
+        scale = np.concatenate([_safe_scale((u * w * a[None, :]).ravel()),
+                                _safe_scale(np.linalg.norm(T, axis=1))])
+        return r, matvec, rmatvec, scale
+
+
 class _Inputs(_Problem):
     """``i_out(g; v_in) = target`` for one tile, the Jacobian through tangent and adjoint
     solves at each converged Newton point."""
@@ -428,11 +488,20 @@ class _Inputs(_Problem):
         return r, matvec, rmatvec, self.scale
 
 
-def _on_transfer(sub, target, lo, hi, tol, max_iter, opts) -> _Result:
-    problem = _Transfer(sub, target, opts["solver"])
+def _on_transfer(sub, target, lo, hi, tol, max_iter, opts, gain=None) -> _Result:
     scale = np.abs(target).max()
-    return _gauss_newton(problem, target.T.ravel(), lo.ravel(), hi.ravel(), scale, tol,
-                         max_iter)
+    g0, lo, hi = target.T.ravel(), lo.ravel(), hi.ravel()
+    if gain is None:
+        return _gauss_newton(_Transfer(sub, target, opts["solver"]), g0, lo, hi, scale, tol,
+                             max_iter)
+    n, mn = sub.n, sub.m * sub.n
+    res = _gauss_newton(_TransferGain(sub, target, opts["solver"]),
+                        np.concatenate([np.clip(g0, lo, hi), np.ones(n)]),
+                        np.concatenate([lo, np.zeros(n)]), np.concatenate([hi, np.full(n, np.inf)]),
+                        scale, tol, max_iter)
+    res.gain = res.g[mn:]
+    res.g = res.g[:mn]
+    return res
 
 
 def _on_inputs(sub, v, target, lo, hi, tol, max_iter, opts) -> _Result:
@@ -442,7 +511,7 @@ def _on_inputs(sub, v, target, lo, hi, tol, max_iter, opts) -> _Result:
                          max_iter)
 
 
-def _package(tile: Tile, results, target_out, lo, hi, tol) -> Compensation:
+def _package(tile: Tile, results, target_out, lo, hi, tol, with_gain=False) -> Compensation:
     m, n = tile.m, tile.n
     g = np.stack([r.g.reshape(m, n) for r in results])
     new = dataclasses.replace(tile, g=np.ascontiguousarray(g))
@@ -467,4 +536,6 @@ def _package(tile: Tile, results, target_out, lo, hi, tol) -> Compensation:
         at_lower=(g <= lo) if tile.batched else (g <= lo)[0],
         at_upper=(g >= hi) if tile.batched else (g >= hi)[0],
         history=tuple(np.array(r.history) for r in results),
+        gain=(None if not with_gain else np.stack([r.gain for r in results]) if tile.batched
+              else results[0].gain),
     )

@@ -33,7 +33,9 @@ def test_compensation_cases():
     assert head.extra["compensated_worst"] < 1e-11 < head.extra["uncompensated_worst"]
     full = bench_gradients.case_compensate(8, 1e-6, 1e-4, "full range", 1, K=8)
     assert full.status == "INFO" and full.max_rel_diff <= full.tolerance
-    for row in (head, full):
+    joint = bench_gradients.case_compensate(8, 1e-6, 1e-4, "full range", 1, K=8, gain="column")
+    assert joint.case.endswith("+ column gain") and joint.max_rel_diff <= joint.tolerance
+    for row in (head, full, joint):
         e = row.extra
         assert e["column gain_rms"] <= e["uncompensated_rms"]
         assert e["extractions"] >= 1 and e["time_in_extractions"] > 0
