@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_gradients, run  # noqa: E402
+from benchmarks import bench_gradients, run
 
 
 def test_registered():
