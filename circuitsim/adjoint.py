@@ -33,18 +33,17 @@ import inspect
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from circuitsim import devices
-from circuitsim.netlist import Tile, as_float_array, broadcast_param, check_finite
+from circuitsim.netlist import Tile, as_float_array, check_finite
 
 from ._internals import solve_fixed, tile_plans
-from .branches import select_cells
 from .linearised import Linearisation
 from .merged import zero_forest
 from .mna import Plan
 from .newton import solve_newton
 from .result import ConvergenceError, Solution
+from .sensitivity import ends, evaluate, fixed_sums
+from .tangent import Tangent, check_solved, direction, tangent_plan
 
 __all__ = ["Gradients", "Tangent", "jvp", "transfer_matrix_vjp", "vjp"]
 
@@ -87,116 +86,6 @@ class Gradients:
     solution: Solution | None
 
 
-@dataclass(frozen=True)
-class Tangent:
-    """A directional derivative of a tile's solve (:func:`jvp`).
-
-    Attributes
-    ----------
-    i_out : ndarray
-        Derivative of ``i_out`` along the direction, in the shape of ``solution.i_out`` (A per
-        unit step).
-    i_source : ndarray
-        Derivative of ``i_source``, in the shape of ``solution.i_source``.
-    solution : Solution
-        The forward solve.
-    """
-
-    i_out: np.ndarray
-    i_source: np.ndarray
-    solution: Solution
-
-
-# -- branch quantities at the original nodes ------------------------------------------------------
-
-#: Memristor models of :mod:`circuitsim.devices` whose current is proportional to the state g
-#: (``I = g h(V)``), so that ``dI/dg = I / g``; other models need a ``current_dg(v, g)`` method.
-LINEAR_IN_G = (devices.Sinh, devices.AsymmetricSinh, devices.StanfordPKU, devices.IVTable)
-
-
-def _current_dg(model, v, g):
-    if hasattr(model, "current_dg"):
-        return model.current_dg(v, g)
-    if isinstance(model, LINEAR_IN_G):
-        safe = np.where(g > 0, g, 1.0)
-        return model.current(v, safe) / safe
-    raise TypeError(
-        f"device model {type(model).__name__}: gradients with respect to g need dI/dg; give the "
-        "model a current_dg(v, g) method"
-    )
-
-
-@dataclass
-class _Group:
-    """One branch group evaluated at original node voltages ``V`` ``(S, n_nodes)``."""
-
-    kind: str
-    a: np.ndarray
-    b: np.ndarray
-    i: np.ndarray | None  # (S, E) current a -> b (0 on zero resistors)
-    p: np.ndarray | None  # (S, E) di/dv_a
-    q: np.ndarray | None  # (S, E) di/dv_b
-    dtheta: np.ndarray  # (S, E) di/dtheta at fixed voltages (theta = R, g or v_gate)
-    zero: np.ndarray | None = None  # (E,) zero resistors (resistor group only)
-
-
-def _evaluate(plan: Plan, V: np.ndarray, tile_idx: np.ndarray, full: bool = True) -> list[_Group]:
-    """Every branch group at ``V``; without ``full`` only ``dtheta`` (``i``, ``p``, ``q`` None)
-    where that saves work (linear branches)."""
-    out = []
-    for group in plan.circuit.groups:
-        a, b = group.a, group.b
-        value = group.value[tile_idx]
-        va, vb = V[:, a], V[:, b]
-        if group.kind == "resistor":
-            zero = group.value[plan.tiles[0]] == 0  # one zero pattern per plan
-            g = np.where(zero, 0.0, 1.0 / np.where(zero, 1.0, value))
-            i = g * (va - vb)
-            out.append(_Group("resistor", a, b, i if full else None, g if full else None,
-                              -g if full else None, -i * g, zero))
-            continue
-        model = select_cells(group.model, tile_idx, np.arange(len(a)))
-        if group.kind == "device":
-            dv = va - vb
-            if model is None or getattr(model, "linear", False):
-                if full:
-                    out.append(_Group("device", a, b, value * dv, value, -value, dv))
-                else:
-                    out.append(_Group("device", a, b, None, None, None, dv))
-            else:
-                gp = model.conductance(dv, value)
-                out.append(_Group("device", a, b, model.current(dv, value), gp, -gp,
-                                  _current_dg(model, dv, value)))
-        else:
-            i, gd, gs = model.drain_current(va, vb, value)
-            # i depends on vd - vs and vg - vs only (bulk at 0 V, GAMMA = 0): di/dvg = -(gd + gs)
-            out.append(_Group("transistor", a, b, i, gd, gs, -(gd + gs)))
-    return out
-
-
-def _ends(a, b, n):
-    """Sparse ``(n, E)`` maps from branches to their ``a`` and ``b`` ends."""
-    e = np.arange(len(a))
-    ones = np.ones(len(a))
-    return (sp.csr_matrix((ones, (a, e)), shape=(n, len(a))),
-            sp.csr_matrix((ones, (b, e)), shape=(n, len(a))))
-
-
-def _fixed_sums(plan: Plan, dev: np.ndarray, res: np.ndarray) -> np.ndarray:
-    """Currents leaving the fixed nodes ``(S, n_fixed)`` from node sums ``(n_nodes, S)`` of the
-    non-resistor and resistor branches, summed over each fixed node's resistor net (as
-    :meth:`Plan.fixed_currents` does, accurate when wire resistances are tiny)."""
-    n_red = plan.n_free + plan.n_fixed
-    nodes = len(plan.node_map)
-    to_red = sp.csr_matrix((np.ones(nodes), (plan.node_map, np.arange(nodes))),
-                           shape=(n_red, nodes))
-    out = np.asarray(plan.fixed_nets @ (to_red @ dev))
-    if plan.shared_fixed.any():
-        at = plan.n_free + np.flatnonzero(plan.shared_fixed)
-        out[plan.shared_fixed] += np.asarray(to_red @ res)[at]
-    return out.T
-
-
 def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndarray,
                     fixed: tuple | None = None) -> dict:
     """Per-system gradients from forward voltages ``V`` and adjoint potentials ``Mu``, both at
@@ -210,7 +99,7 @@ def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndar
     n = V.shape[1]
     forest = zero_forest(plan)
     sums = fixed is None or len(forest.branches) > 0
-    groups = _evaluate(plan, V, tile_idx, full=sums)
+    groups = evaluate(plan, V, tile_idx, full=sums)
     if sums:
         h_dev = np.zeros((n, len(V)))  # forward current leaving each node (non-zero branches)
         h_res, y_dev, y_res = (np.zeros_like(h_dev) for _ in range(3))  # and the adjoint's
@@ -220,7 +109,7 @@ def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndar
         out[grp.kind] = delta * grp.dtheta  # -i j for a resistor: delta * (-i / R)
         if not sums:
             continue
-        at_a, at_b = _ends(grp.a, grp.b, n)
+        at_a, at_b = ends(grp.a, grp.b, n)
         h = at_a @ grp.i.T - at_b @ grp.i.T
         y = at_a @ (grp.p * delta).T + at_b @ (grp.q * delta).T
         if grp.kind == "resistor":
@@ -234,8 +123,8 @@ def _gradient_terms(plan: Plan, V: np.ndarray, Mu: np.ndarray, tile_idx: np.ndar
         f = forest.flows((h_dev + h_res).T)
         out["resistor"][:, forest.branches] = -(f * forest.flows((y_dev + y_res).T))
     if fixed is None:
-        out["fixed"] = _fixed_sums(plan, y_dev, y_res)
-        out["fixed_forward"] = _fixed_sums(plan, h_dev, h_res)
+        out["fixed"] = fixed_sums(plan, y_dev, y_res)
+        out["fixed_forward"] = fixed_sums(plan, h_dev, h_res)
     else:
         out["fixed"], out["fixed_forward"] = fixed
     return out
@@ -499,32 +388,23 @@ class OperatingPoint:
         Mu = np.zeros_like(self.V)
         for plan, lin in self.plans:
             mu = lin.solve_boundary(seeds[plan.tiles], transpose=True)
-            _check_solved(mu, plan.tiles, "adjoint")
+            check_solved(mu, plan.tiles, "adjoint")
             Mu[plan.tiles] = mu[..., plan.node_map]
         return _terms_all(self.tile, self.V, Mu)
 
     def tangent(self, direction: dict) -> np.ndarray:
         """Tangent currents leaving the fixed nodes ``(B, K, m + n)`` along ``direction`` (see
-        :func:`_direction`)."""
+        :func:`circuitsim.tangent.direction`)."""
         tile, K, V = self.tile, self.K, self.V
         out = np.zeros((tile.batch, K, tile.m + tile.n))
         nodes = V.shape[-1]
         for plan, lin in self.plans:
             tiles = plan.tiles
             S = len(tiles) * K
-            out[tiles] = _tangent_plan(plan, lin, V[tiles].reshape(S, nodes),
+            out[tiles] = tangent_plan(plan, lin, V[tiles].reshape(S, nodes),
                                        np.repeat(tiles, K), direction, tiles,
                                        K).reshape(len(tiles), K, -1)
         return out
-
-
-def _check_solved(x: np.ndarray, tiles: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(x).all(axis=-1)
-    if bad.any():
-        t, k = (int(i) for i in np.argwhere(bad)[0])
-        raise ConvergenceError(
-            f"{what} solve of tile {tiles[t]}, input {k} failed: the Jacobian at the solution is "
-            "singular", tile=int(tiles[t]), input=k, node="", residual=float("nan"))
 
 
 def transfer_matrix_vjp(tile: Tile, C, *, solver: str = "direct") -> Gradients:
@@ -625,10 +505,10 @@ def jvp(tile: Tile, v_in, *, dg=None, dv_in=None, dr_wl=None, dr_bl=None, dr_sou
                            newton_options=newton_options)
     v_arr, v = point.v_arr, point.v
     m = tile.m
-    direction = _direction(tile, v_arr, v, {
+    along = direction(tile, v_arr, v, {
         "g": dg, "v_in": dv_in, "r_wl": dr_wl, "r_bl": dr_bl, "r_source": dr_source,
         "r_sense": dr_sense, "v_sense": dv_sense, "v_gate": dv_gate})
-    d_fixed = point.tangent(direction)
+    d_fixed = point.tangent(along)
     i_out, i_source = -d_fixed[..., m:], d_fixed[..., :m]
 
     def shape(x):
@@ -641,92 +521,3 @@ def jvp(tile: Tile, v_in, *, dg=None, dv_in=None, dr_wl=None, dr_bl=None, dr_sou
         return x
 
     return Tangent(i_out=shape(i_out), i_source=shape(i_source), solution=point.solution)
-
-
-def _direction(tile: Tile, v_arr, v, given: dict) -> dict:
-    """The direction as per-branch changes ``(B, E)`` of each group and fixed-node changes."""
-    m, n, B = tile.m, tile.n, tile.batch
-    K = v.shape[1]
-    shapes = {"g": (m, n), "r_wl": (m, n), "r_bl": (m, n), "v_gate": (m, n),
-              "r_source": (m,), "r_sense": (n,), "v_sense": (n,)}
-    arr = {}
-    for name, val in given.items():
-        if val is None or name == "v_in":
-            continue
-        if name == "v_gate" and tile.access is None:
-            raise ValueError("dv_gate is given but the tile has no access transistors")
-        arr[name] = broadcast_param(val, "d" + name, shapes[name], B)
-        check_finite(arr[name], "d" + name)
-    zeros2 = np.zeros((B, m, n))
-    r_wl = arr.get("r_wl", zeros2).reshape(B, m * n).copy()
-    r_bl = arr.get("r_bl", zeros2).reshape(B, m * n).copy()
-    src = arr.get("r_source", np.zeros((B, m)))
-    r_wl[:, ::n] += src  # the first segment of each word line (j = 0)
-    r_bl[:, (m - 1) * n :] += arr.get("r_sense", np.zeros((B, n)))
-    parts = [r_wl, r_bl] + ([src] if tile.drive == "both" else [])
-    out = {"resistor": np.concatenate(parts, axis=1),
-           "device": arr.get("g", zeros2).reshape(B, m * n),
-           "transistor": arr.get("v_gate", zeros2).reshape(B, m * n)}
-    fixed = np.zeros((B, K, m + n))
-    if given.get("v_in") is not None:
-        dv = as_float_array(given["v_in"], "dv_in")
-        if dv.shape != v_arr.shape:
-            raise ValueError(f"dv_in has shape {dv.shape}; expected {v_arr.shape}, the shape of "
-                             "v_in")
-        check_finite(dv, "dv_in")
-        fixed[..., :m] = tile.check_inputs(dv)
-    fixed[..., m:] = arr.get("v_sense", np.zeros((B, n)))[:, None, :]
-    out["fixed"] = fixed
-    return out
-
-
-def _tangent_plan(plan, lin, V, tile_idx, direction, tiles, K) -> np.ndarray:
-    """Tangent currents leaving the fixed nodes ``(S, n_fixed)`` of one plan's systems."""
-    S, n = V.shape
-    groups = _evaluate(plan, V, tile_idx)
-    h = np.zeros((n, S))
-    for grp in groups:
-        at_a, at_b = _ends(grp.a, grp.b, n)
-        h += at_a @ grp.i.T - at_b @ grp.i.T
-    forest = zero_forest(plan)
-    dtheta = {grp.kind: direction[grp.kind][tile_idx] for grp in groups}
-    shift = np.zeros((S, n))
-    if len(forest.branches):
-        loop = forest.branches[~forest.bridge]
-        touched = (dtheta["resistor"][:, loop] != 0).any(axis=0)
-        if touched.any():
-            name = plan.circuit.groups[0].names[loop[np.argmax(touched)]]
-            raise ValueError(
-                f"the direction changes the zero resistance of branch {name}, which lies on a "
-                "loop of zero resistances (a drive='both' row whose r_source and r_wl are all 0; "
-                "the first word-line branch includes r_source): the outputs are not "
-                "differentiable along it (vjp gives each parameter's one-sided derivative)")
-        drops = forest.flows(h.T) * dtheta["resistor"][:, forest.branches]
-        shift = forest.shifts(drops, n)
-    # current injected by the parameter change and by the shifts within merged nodes
-    direct = {}
-    inj = np.zeros((n, S))
-    for grp in groups:
-        di = grp.dtheta * dtheta[grp.kind]
-        if grp.zero is not None:
-            di[:, grp.zero] = 0.0  # their change enters through the shifts
-        direct[grp.kind] = di
-        at_a, at_b = _ends(grp.a, grp.b, n)
-        di = di + grp.p * shift[:, grp.a] + grp.q * shift[:, grp.b]
-        inj += at_a @ di.T - at_b @ di.T
-    n_red = plan.n_free + plan.n_fixed
-    to_red = sp.csr_matrix((np.ones(n), (plan.node_map, np.arange(n))), shape=(n_red, n))
-    extra = np.asarray(to_red @ inj)[: plan.n_free].T.reshape(len(tiles), K, -1)
-    x = lin.solve_boundary(direction["fixed"][tiles], extra=extra)
-    _check_solved(x, tiles, "tangent")
-    X = x.reshape(S, n_red)[:, plan.node_map] + shift  # tangent voltages of the original nodes
-    dev, res = np.zeros((n, S)), np.zeros((n, S))
-    for grp in groups:
-        di = direct[grp.kind] + grp.p * X[:, grp.a] + grp.q * X[:, grp.b]
-        at_a, at_b = _ends(grp.a, grp.b, n)
-        node = at_a @ di.T - at_b @ di.T
-        if grp.kind == "resistor":
-            res += node
-        else:
-            dev += node
-    return _fixed_sums(plan, dev, res)

@@ -40,8 +40,9 @@ import scipy.sparse.linalg as spla
 from circuitsim.netlist import Tile, as_float_array, check_finite
 
 from ._internals import tile_plans
-from .adjoint import OperatingPoint, _check_newton, _direction
+from .adjoint import OperatingPoint, _check_newton
 from .linearised import Linearisation
+from .tangent import direction
 
 __all__ = ["Compensation", "compensate"]
 
@@ -475,7 +476,7 @@ class _Inputs(_Problem):
                                abstol=opts["abstol"], newton_options=opts["newton_options"],
                                mode="direct")
         r = (self.target - point.solution.i_out).ravel()
-        base = _direction(t, self.v, point.v, {})
+        base = direction(t, self.v, point.v, {})
 
         def matvec(dg):
             direction = dict(base, device=dg.reshape(1, m * n))
