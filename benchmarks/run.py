@@ -4,8 +4,9 @@
     python benchmarks/run.py --quick      # smaller, fewer repeats (about 3 minutes)
     python benchmarks/run.py --only badcrossbar --only ideal
 
-Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine, studies
-(benchmarks/README.md). Results go to benchmarks/results/<name>.json (and latest.json, latest.txt).
+Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine, studies,
+gradients (benchmarks/README.md). Results go to benchmarks/results/<name>.json (and
+latest.json, latest.txt).
 Exit status 1 when a comparison's outputs disagree beyond its tolerance (FAIL) or a benchmark
 crashed; a missed speed target (MISS) is reported, not an error.
 """
@@ -48,6 +49,7 @@ BLAS_THREADS = _blas_threads(sys.argv[1:])
 from benchmarks import (  # noqa: E402 - after the BLAS thread setting
     bench_badcrossbar,
     bench_engine,
+    bench_gradients,
     bench_ideal,
     bench_large,
     bench_layers,
@@ -75,6 +77,7 @@ BENCHMARKS = {
     "engine": (bench_engine, "transfer_matrix across wire resistance; K = 100,000 outputs only "
                              "in bounded memory (issue 7)"),
     "studies": (bench_studies, "study of 64x64 1T1R tiles: in-process vs Dask, HDF5 (issue 9)"),
+    "gradients": (bench_gradients, "vjp vs the forward solve; exact IR-drop compensation (issue 11)"),
 }
 
 

@@ -9,6 +9,8 @@ array([0.001, 0.002])
 from circuitsim.netlist import FloatingNodeError, Tile, crossbar
 
 from . import devices
+from .adjoint import jvp, transfer_matrix_vjp, vjp
+from .compensate import compensate
 from .engine import solve, transfer_matrix
 from .mna import ShortCircuitError
 from .result import ConvergenceError, Solution
@@ -21,8 +23,12 @@ __all__ = [
     "ShortCircuitError",
     "Solution",
     "Tile",
+    "compensate",
     "crossbar",
     "devices",
+    "jvp",
     "solve",
     "transfer_matrix",
+    "transfer_matrix_vjp",
+    "vjp",
 ]
