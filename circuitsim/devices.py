@@ -586,20 +586,20 @@ class Level1(_Model):
         vds = vd - vs
         forward = vds >= 0
         vds_m = np.abs(vds)  # vds' = mode * vds
-        vgst = np.where(forward, vg - vs, vg - vd) - self.vto
+        # vgs' = vg - vs forward, vg - vd reverse: the gate against the lower of the two ends.
+        # Cutoff (vgst <= 0) is exactly zero: with vgst clamped at 0 every expression below is 0
+        # (a NaN voltage stays NaN).
+        vgst = np.maximum(vg - np.minimum(vd, vs) - self.vto, 0.0)
         beta = self.kp * self.w / self.l
         betap = beta * (1.0 + self.lambda_ * vds_m)
-        sat = vgst <= vds_m
-        half = vgst - 0.5 * vds_m
-        ids = np.where(sat, 0.5 * betap * vgst**2, betap * vds_m * half)
-        gm = np.where(sat, betap * vgst, betap * vds_m)
-        gds = np.where(
-            sat,
-            0.5 * self.lambda_ * beta * vgst**2,
-            betap * (vgst - vds_m) + self.lambda_ * beta * vds_m * half,
-        )
-        on = ~(vgst <= 0)  # cutoff is exactly zero; a NaN voltage stays NaN
-        ids, gm, gds = (np.where(on, x, 0.0) for x in (ids, gm, gds))
+        # One expression for both regions: u = vds' in the linear region, vgst in saturation, so
+        # Id = beta' u (vgst - u/2) is beta' vds'(vgst - vds'/2) there and beta'/2 vgst^2 here;
+        # gm = beta' u; gds = beta'(vgst - u) + lambda beta u (vgst - u/2).
+        u = np.minimum(vgst, vds_m)
+        h = u * (vgst - 0.5 * u)
+        ids = betap * h
+        gm = betap * u
+        gds = betap * (vgst - u) + (self.lambda_ * beta) * h
         # Forward: i = Id(vg - vs, vd - vs). Reverse: i = -Id(vg - vd, vs - vd).
         i = np.where(forward, ids, -ids)
         di_dvd = np.where(forward, gds, gm + gds)
