@@ -217,14 +217,22 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options) -> np.ndarray:
     big = np.abs(dv).max(axis=1) if nf else np.zeros(len(v))
     alpha = np.minimum(alpha, opts.max_step / np.maximum(big, opts.max_step))
     start = plan.n_res
+    v_new = None
     for group, cells, model in zip(plan.circuit.groups[1:], plan.kept[1:], models[1:]):
         sl = slice(start, start + len(cells))
         start = sl.stop
         if group.kind != "device" or model is None or getattr(model, "linear", False):
             continue
         a, b = plan.a[sl], plan.b[sl]
-        full = np.concatenate([dv, np.zeros((len(v), plan.n_fixed))], axis=1)
         scale = model.voltage_scale(per_system(group.value, tile_idx, cells))
+        if v_new is None:
+            v_new = v.copy()
+            v_new[:, :nf] += dv
+        # Most steps leave every device within X_CRIT voltage scales: nothing to limit then.
+        reach = np.abs(v_new[:, a] - v_new[:, b]).max(initial=0.0)
+        if reach * np.max(1.0 / np.asarray(scale)) <= X_CRIT:
+            continue
+        full = np.concatenate([dv, np.zeros((len(v), plan.n_fixed))], axis=1)
         x_old = (v[:, a] - v[:, b]) / scale
         dx = (full[:, a] - full[:, b]) / scale
         x_new = x_old + dx
