@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from guards_support import shichman_hodges
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
@@ -11,19 +12,6 @@ from scipy.optimize import brentq
 import circuitsim as cs
 
 ACCESS = {"vto": 0.5, "kp": 2e-4, "lambda_": 0.01, "w": 1e-6, "l": 0.1e-6}
-
-
-def shichman_hodges(vd, vs, vg, vto, kp, lambda_, w, l):
-    """NMOS drain current (into the drain), level 1, bulk at 0, no body effect; written out here."""
-    if vd < vs:
-        return -shichman_hodges(vs, vd, vg, vto, kp, lambda_, w, l)
-    vgst, vds = vg - vs - vto, vd - vs
-    beta = kp * w / l
-    if vgst <= 0:
-        return 0.0
-    if vgst <= vds:
-        return 0.5 * beta * vgst**2 * (1 + lambda_ * vds)
-    return beta * vds * (vgst - vds / 2) * (1 + lambda_ * vds)
 
 
 @pytest.mark.parametrize("v", [0.3, 1.0, 2.5, -0.8, -3.0])
