@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import numpy as np
 from circuitsim import solvers
 from circuitsim.netlist import Tile
 
+from . import factor
 from .audit import audit, node_name
 from .linear import solve_linear_plan
 from .memory import check_solve_memory
@@ -198,13 +200,9 @@ def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol
                 lr.error.ravel())
             method = lr.method + (" + refinement" if lr.refined.any() else "")
         else:
-            nr = solve_newton(
+            v_red, its, method, error, why, res, ok, worst, fixed = _solve_nonlinear(
                 plan, vk[tiles].reshape(len(tiles) * K, nk), tile_idx, solver=solver,
-                reltol=reltol, abstol=abstol, options=options, **dataclasses.asdict(newton),
-            )
-            v_red, its, method, error, why = nr.v, nr.iterations, nr.method, nr.error, nr.why
-            res, ok, worst, fixed = audit(plan, v_red, tile_idx, reltol, abstol, models=nr.models)
-            ok &= why == ""  # systems Newton gave up on, or that ran out of max_time
+                reltol=reltol, abstol=abstol, options=options, newton=newton)
         methods.add(method)
         if not ok.all():
             bad = np.flatnonzero(~ok)
@@ -224,6 +222,31 @@ def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol
         out.error[tiles] = error.reshape(len(tiles), K)
     out.method = ", ".join(sorted(methods))
     return out
+
+
+def _solve_nonlinear(plan, vk, tile_idx, *, solver, reltol, abstol, options,
+                     newton: _NewtonOptions):
+    """Newton and the KCL audit on the systems of one plan, in chunks of at most about
+    :data:`circuitsim.factor.NEWTON_ENTRIES` entries of branch and node arrays, so that memory
+    stays bounded whatever the number of input vectors; ``max_time`` holds for all chunks."""
+    S = len(vk)
+    per = max(1, factor.NEWTON_ENTRIES // (len(plan.a) + plan.n_free + plan.n_fixed))
+    start = time.perf_counter()
+    parts, methods = [], set()
+    for c0 in range(0, S, per):
+        rows = slice(c0, min(c0 + per, S))
+        kw = dataclasses.asdict(newton)
+        if newton.max_time is not None:
+            kw["max_time"] = max(newton.max_time - (time.perf_counter() - start), 1e-9)
+        nr = solve_newton(plan, vk[rows], tile_idx[rows], solver=solver, reltol=reltol,
+                          abstol=abstol, options=options, **kw)
+        res, ok, worst, fixed = audit(plan, nr.v, tile_idx[rows], reltol, abstol,
+                                      models=nr.models)
+        ok &= nr.why == ""  # systems Newton gave up on, or that ran out of max_time
+        parts.append((nr.v, nr.iterations, nr.error, nr.why, res, ok, worst, fixed))
+        methods.add(nr.method)
+    v_red, its, error, why, res, ok, worst, fixed = (np.concatenate(x) for x in zip(*parts))
+    return v_red, its, "+".join(sorted(methods)), error, why, res, ok, worst, fixed
 
 
 def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,

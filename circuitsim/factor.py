@@ -21,6 +21,7 @@ from .mna import Plan
 __all__ = [
     "CHUNK_ENTRIES",
     "CHUNK_UNKNOWNS",
+    "NEWTON_ENTRIES",
     "SUPERNODAL_FROM",
     "LinearSolver",
     "cholmod_mode",
@@ -33,6 +34,10 @@ CHUNK_UNKNOWNS = 1 << 20
 #: Entries (unknowns times right-hand sides) per block of right-hand sides: input vectors are
 #: solved in blocks of about this size, so memory stays bounded whatever their number.
 CHUNK_ENTRIES = 1 << 24
+
+#: Entries (systems times branches and nodes) per Newton solve: the (tile, input) systems of a
+#: nonlinear plan are solved in chunks of about this size (about 1 GB of Newton's arrays).
+NEWTON_ENTRIES = 1 << 23
 
 #: Unknowns per tile from which CHOLMOD's supernodal factorisation is used (see cholmod_mode).
 SUPERNODAL_FROM = 400_000

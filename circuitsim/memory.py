@@ -4,8 +4,10 @@ The estimates count the arrays the engine makes, per unknown node and per branch
 Cholesky factor. With the unknowns in nested-dissection order the factor of a crossbar's grid
 holds about ``N (1.9 log2 N - 9)`` entries for ``N`` unknowns (fitted on passive tiles from
 128 x 128 to 512 x 512, where it is 19 to 26 entries per unknown; the separators of a planar
-grid give the ``N log N`` growth). The constants below are rounded up from measured peaks
-(``benchmarks/bench_large.py``), so the estimates err on the large side.
+grid give the ``N log N`` growth). The constants are rounded up from peaks measured with ``/proc/self/status``
+(VmHWM): passive tiles from 256 x 256 to 1024 x 1024 with one input and 128 x 128 to
+256 x 256 with 64 inputs came out at 0.5 to 0.67 of the estimate, sinh and 1T1R sinh tiles of
+64 x 64 and 128 x 128 with 64 inputs at about 0.8, so the estimates err on the large side.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from . import factor
 
 __all__ = ["available_bytes", "check_solve_memory", "solve_bytes"]
 #: Bytes per unknown of the circuit, analysis and solve arrays other than the factor
-#: (branch index arrays, stamping maps, right-hand sides, branch values), measured: 600 to 700.
+#: (branch index arrays, stamping maps, right-hand sides, branch values).
 SOLVE_BYTES_PER_UNKNOWN = 800
 #: Bytes per stored entry of the factor (value, row index, CHOLMOD's copies while factoring).
 FACTOR_BYTES_PER_ENTRY = 24
+#: Bytes per float; Newton keeps about 12 arrays per branch (currents, partials, their
+#: transposes, predictions) and 16 per node (voltages, residuals, the Krylov vectors) per system.
+NEWTON_BYTES = 8
 
 
 def available_bytes() -> int | None:
@@ -71,7 +76,13 @@ def solve_bytes(tile, K: int, voltages: bool) -> int:
     results = 8 * tile.batch * K * (tile.m + tile.n + 4)
     if voltages:
         results += 8 * tile.batch * K * (per_tile + tile.m + tile.n)
-    return int(entries + analysis + circuit + block + results)
+    newton = 0
+    if not tile.is_linear:  # Newton's per-system arrays, for one chunk of systems
+        branches = (3 if tile.access is None else 4) * tile.m * tile.n
+        systems = min(tile.batch * K,
+                      max(1, factor.NEWTON_ENTRIES // (branches + per_tile + tile.m + tile.n)))
+        newton = NEWTON_BYTES * (12 * branches + 16 * per_tile) * systems
+    return int(entries + analysis + circuit + block + results + newton)
 
 
 def _refuse(what: str, need: float, avail: int, hint: str):

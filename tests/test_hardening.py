@@ -396,3 +396,26 @@ def test_outputs_only_for_many_inputs_go_through_the_transfer_matrix(rng):
     np.testing.assert_allclose(lean.i_source, full.i_source, rtol=0, atol=1e-11 * scale)
     assert lean.converged.all() and np.all(lean.error <= 1e-9)
     assert np.all(np.isnan(lean.residual))  # no per-input solution was formed
+
+
+def test_nonlinear_systems_solved_in_chunks_equal_one_chunk(monkeypatch):
+    rng = np.random.default_rng(4)
+    g = rng.uniform(1e-6, 1e-4, (2, 5, 4))
+    tile = cs.crossbar(g, 1.0, 1.0, 2.0, 1.0, device=SINH, access=ACCESS, v_gate=1.8)
+    v = rng.uniform(0, 0.5, (2, 9, 5))
+    whole = cs.solve(tile, v)
+    monkeypatch.setattr(factor, "NEWTON_ENTRIES", 300)  # 90 entries a system: 3 a chunk
+    chunks = cs.solve(tile, v)
+    np.testing.assert_allclose(chunks.i_out, whole.i_out, rtol=1e-12, atol=1e-20)
+    np.testing.assert_array_equal(chunks.iterations, whole.iterations)
+
+
+def test_memory_estimate_counts_newton_arrays():
+    g = np.full((64, 64), 1e-4)
+    linear = memory.solve_bytes(cs.crossbar(g, 1.0, 1.0), 64, False)
+    one_t = memory.solve_bytes(cs.crossbar(g, 1.0, 1.0, device=SINH, access=ACCESS,
+                                           v_gate=1.8), 64, False)
+    assert one_t > 2 * linear  # Newton keeps a dozen arrays per branch and system
+    many = memory.solve_bytes(cs.crossbar(g, 1.0, 1.0, device=SINH), 100_000, False)
+    few = memory.solve_bytes(cs.crossbar(g, 1.0, 1.0, device=SINH), 1_000, False)
+    assert many < 3 * few  # systems are solved in chunks: only the outputs grow with K
