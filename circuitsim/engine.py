@@ -236,7 +236,7 @@ def _solve_nonlinear(plan, vk, tile_idx, *, solver, reltol, abstol, options,
     for c0 in range(0, S, per):
         rows = slice(c0, min(c0 + per, S))
         kw = dataclasses.asdict(newton)
-        if newton.max_time is not None:
+        if newton.max_time is not None and c0:  # later chunks get what is left
             kw["max_time"] = max(newton.max_time - (time.perf_counter() - start), 1e-9)
         nr = solve_newton(plan, vk[rows], tile_idx[rows], solver=solver, reltol=reltol,
                           abstol=abstol, options=options, **kw)
