@@ -2,6 +2,10 @@
 results on ill-conditioned tiles, a transfer matrix that never falls back silently, and long
 nonlinear solves that report progress and stop on time."""
 
+import re
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -205,15 +209,28 @@ def test_inputs_solved_in_blocks_equal_one_block(rng, monkeypatch):
 
 
 def test_a_tile_too_large_is_refused_before_anything_large_is_made():
-    # 20000 x 20000 cells: the conductances are one broadcast value, the wires scalars
-    g = np.broadcast_to(1e-4, (20000, 20000))
-    tile = cs.crossbar(g, 1.0, 1.0)
-    assert 0 in tile.r_wl.strides  # scalar wires stay views of one value
-    with pytest.raises(MemoryError, match=r"solving this 1 x 20000 x 20000 tile for 1 input "
-                                          r"vectors needs about [\d.e+]+ GB but only [\d.e+]+ "
-                                          r"GB of memory is available"):
-        cs.solve(tile, np.full(20000, 0.1))
-    assert "circuit" not in tile.__dict__  # refused before the circuit arrays were built
+    # 20000 x 20000 cells: the conductances are one broadcast value, the wires scalars. Run in
+    # a subprocess limited to 4 GB of address space, so that a missing check fails the test
+    # (numpy's own MemoryError, or a crash) instead of exhausting the machine.
+    script = textwrap.dedent("""
+        import resource, numpy as np, circuitsim as cs
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        g = np.broadcast_to(1e-4, (20000, 20000))
+        tile = cs.crossbar(g, 1.0, 1.0)
+        assert 0 in tile.r_wl.strides  # scalar wires stay views of one value
+        try:
+            cs.solve(tile, np.full(20000, 0.1))
+        except MemoryError as exc:
+            print("MemoryError:", exc)
+        print("circuit built:", "circuit" in tile.__dict__)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"MemoryError: solving this 1 x 20000 x 20000 tile for 1 input vectors "
+                     r"needs about [\d.e+]+ GB but only [\d.e+]+ GB of memory is available",
+                     done.stdout), done.stdout
+    assert "circuit built: False" in done.stdout  # refused before the circuit arrays existed
 
 
 def test_memory_estimate_is_checked_against_what_is_available(monkeypatch):
