@@ -15,6 +15,10 @@ TINY = [
     {"r_wl": 1.0, "r_bl": 1e-12, "r_source": 10.0, "r_sense": 1e-12},
     {"r_wl": 1.0, "r_bl": 1e-12, "r_source": 10.0, "r_sense": 0.0},
     {"r_wl": 1.0, "r_bl": 1e-10, "r_source": 0.0, "r_sense": 1e-10},
+    # Schur results 1e-5 off: past the check's bound (1e-9 of the terms) by some 1e4, so a
+    # bound loosened a millionfold would return them
+    {"r_wl": 1.0, "r_bl": 1e-9, "r_source": 10.0, "r_sense": 10.0},
+    {"r_wl": 1.0, "r_bl": 1e-8, "r_source": 10.0, "r_sense": 10.0},
 ]
 
 
