@@ -9,8 +9,9 @@
    transistors) with all tiles of the layer as one batched tile;
 3. in ``"circuit"`` mode each bit line's current is multiplied by its column gain where
    ``config.column_gain`` (:mod:`~.compensation`); per tile and output the differential current
-   ``I+ - I-`` (or the column current for the offset mapping) goes through the ADC, is scaled back to the weight domain, and row blocks add up
-   digitally (the offset mapping also adds its offset times the digital input sum).
+   ``I+ - I-`` (or the column current for the offset mapping) goes through the ADC, is scaled
+   back to the weight domain, and row blocks add up digitally (the offset mapping also adds its
+   offset times the digital input sum).
 
 With no non-idealities and no converters ``"mapped"`` equals ``"ideal"`` to round-off, and so
 does ``"circuit"`` with all resistances 0 and linear devices.

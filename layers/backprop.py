@@ -207,7 +207,8 @@ def windows_adjoint(d: np.ndarray, shape, kernel, stride, pads) -> np.ndarray:
     out = np.zeros((K, C, H + top + bottom, W + left + right))
     for i in range(kh):  # one pass per kernel offset, every window at once
         for j in range(kw):
-            out[:, :, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw] += d[..., i, j]
+            rows = slice(i, i + sh * (Ho - 1) + 1, sh)
+            out[:, :, rows, j : j + sw * (Wo - 1) + 1 : sw] += d[..., i, j]
     return out[:, :, top : top + H, left : left + W]
 
 
