@@ -31,6 +31,7 @@ from .npz import load_npz, save_npz
 from .onnx_export import save_onnx
 from .onnx_import import load_onnx
 from .programming import ProgrammingStats
+from .torch_bridge import to_torch
 from .training import (
     SGD,
     Adam,
@@ -85,4 +86,5 @@ __all__ = [
     "record",
     "save_npz",
     "save_onnx",
+    "to_torch",
 ]

@@ -154,7 +154,7 @@ class Linear(_Analog):
         return self.core(x, check_mode(mode)) + self.bias
 
     def __repr__(self):
-        return f"Linear({self.core.n_in} -> {self.core.n_out}, {len(self.tiles)} tiles)"
+        return f"Linear({self.core.n_in} -> {self.core.n_out}, {self.core.layout.n_tiles} tiles)"
 
 
 class Conv2d(_Analog):
@@ -222,4 +222,4 @@ class Conv2d(_Analog):
     def __repr__(self):
         o, c, kh, kw = self.weight.shape
         return (f"Conv2d({c} -> {o}, {kh}x{kw}, stride {self.stride}, padding {self.padding}, "
-                f"{len(self.tiles)} tiles)")
+                f"{self.core.layout.n_tiles} tiles)")

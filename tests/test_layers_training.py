@@ -8,6 +8,8 @@ least squares solved here.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from circuitsim.layers import backprop
@@ -387,3 +389,30 @@ def test_training_errors():
         L.SGD(momentum=1.0)
     with pytest.raises(ValueError, match="batch_size"):
         L.finetune(net, X, y, batch_size=0)
+
+
+# -- PyTorch -----------------------------------------------------------------------------------
+
+def test_torch_module_backward_is_the_tapes():
+    torch = pytest.importorskip("torch")
+    net, X, y = mlp("interleaved", "linear")
+    module = L.to_torch(net)
+    p = module(torch.tensor(X))
+    loss = -torch.log(p[torch.arange(len(y)), torch.tensor(y)]).mean()
+    loss.backward()
+    ref = L.loss_and_gradients(net, X, y)
+    assert loss.item() == pytest.approx(ref.loss, rel=1e-12)
+    for k, g in enumerate(ref.grads):
+        assert np.allclose(module.params[2 * k].grad.numpy(), g.weight, rtol=1e-10, atol=0)
+        assert np.allclose(module.params[2 * k + 1].grad.numpy(), g.bias, rtol=1e-10, atol=0)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    opt.step()
+    after = module(torch.tensor(X)).detach().numpy()
+    assert cross_entropy(after, y) < ref.loss
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")
+def test_torch_bridge_without_torch_says_what_to_install():
+    net, _, _ = mlp("separate", "linear")
+    with pytest.raises(ImportError, match="pip install torch"):
+        L.to_torch(net)
