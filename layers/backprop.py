@@ -45,13 +45,21 @@ __all__ = ["AnalogRecord", "analog_backward", "analog_forward", "differential_ad
 
 @dataclass
 class AnalogRecord:
-    """What :func:`analog_backward` needs from a forward pass of an :class:`AnalogMatrix`."""
+    """What :func:`analog_backward` needs from a forward pass of an :class:`AnalogMatrix`: the
+    inputs, word-line voltages, pre-ADC currents and DAC pass mask, and the layer's state then
+    (weights, device targets, conductances, tiles and transfer matrices), so that a later
+    :meth:`~AnalogMatrix.reprogram` does not change the gradients of this pass."""
 
     mode: str
     x: np.ndarray
+    W: np.ndarray
     v: np.ndarray | None = None
     d: np.ndarray | None = None
     dac_pass: np.ndarray | None = None
+    target: np.ndarray | None = None
+    G: np.ndarray | None = None
+    tile: object = None
+    T: np.ndarray | None = None
 
 
 def _check_trainable(core: AnalogMatrix, mode: str) -> None:
@@ -88,7 +96,7 @@ def analog_forward(core: AnalogMatrix, x, mode: str):
     _check_trainable(core, mode)
     x = core._check_input(x)
     if mode == "ideal":
-        return x @ core.W.T, AnalogRecord(mode, x)
+        return x @ core.W.T, AnalogRecord(mode, x, core.W)
     core._require_calibration()
     cfg = core.config
     v, xq, _ = core._voltages(x)
@@ -98,7 +106,10 @@ def analog_forward(core: AnalogMatrix, x, mode: str):
     y = dq.sum(axis=0) * _scale(core)
     if not cfg.differential:
         y += _offset(core) * xq.sum(axis=1, keepdims=True)
-    return y, AnalogRecord(mode, x, v, d, _dac_pass(x, core))
+    circuit_mode = mode == "circuit"
+    return y, AnalogRecord(mode, x, core.W, v, d, _dac_pass(x, core), core.target, core.G,
+                           core.circuit_tile() if circuit_mode else None,
+                           core._T if circuit_mode else None)
 
 
 def differential_adjoint(gd: np.ndarray, core: AnalogMatrix) -> np.ndarray:
@@ -118,8 +129,9 @@ def differential_adjoint(gd: np.ndarray, core: AnalogMatrix) -> np.ndarray:
     return gi.transpose(1, 2, 0, 3, 4).reshape(R * C * lay.sides, K, q)
 
 
-def programming_slope(core: AnalogMatrix) -> np.ndarray:
-    """``d programmed / d target`` of every device ``(S, in, out)``.
+def programming_slope(core: AnalogMatrix, target: np.ndarray | None = None) -> np.ndarray:
+    """``d programmed / d target`` of every device ``(S, in, out)`` at ``target`` (default the
+    layer's).
 
     Every programming step acts on each device alone, with random draws that do not depend on
     the values (:mod:`~.programming`), so the Jacobian is diagonal. Levels are taken straight
@@ -129,24 +141,25 @@ def programming_slope(core: AnalogMatrix) -> np.ndarray:
     on R are; a stuck device has slope 0).
     """
     cfg = core.config
+    target = core.target if target is None else target
     if cfg.variability is None and cfg.drift is None and cfg.faults is None:
-        return np.ones_like(core.target)
+        return np.ones_like(target)
     smooth = cfg.replace(levels=None)
     h = 1e-6 * (cfg.g_max - cfg.g_min)
-    hi = core.target + h
-    lo = np.maximum(core.target - h, 0.0)
+    hi = target + h
+    lo = np.maximum(target - h, 0.0)
     up, _ = program(hi, smooth, core.stream)
     down, _ = program(lo, smooth, core.stream)
     return (up - down) / (hi - lo)
 
 
-def _weights_from_devices(core: AnalogMatrix, g_dev: np.ndarray) -> np.ndarray:
-    """``dL/dW`` ``(out, in)`` from ``dL/d target`` of the devices ``(S, in, out)``."""
+def _weights_from_devices(core: AnalogMatrix, W: np.ndarray, g_dev: np.ndarray) -> np.ndarray:
+    """``dL/dW`` ``(out, in)`` at ``W`` from ``dL/d target`` of the devices ``(S, in, out)``."""
     cfg, s = core.config, core.scaling
     span = cfg.g_max - cfg.g_min
     if not cfg.differential:
         return (span / (s.w_hi - s.w_lo) * g_dev[0]).T
-    Wt = core.W.T
+    Wt = W.T
     plus = np.where(Wt > 0, 1.0, np.where(Wt == 0, 0.5, 0.0))
     minus = np.where(Wt < 0, 1.0, np.where(Wt == 0, 0.5, 0.0))
     return (span / s.w_max * (plus * g_dev[0] - minus * g_dev[1])).T
@@ -156,20 +169,18 @@ def _tiles_backward(core: AnalogMatrix, rec: AnalogRecord, g_cur: np.ndarray):
     """``dL/dv`` ``(B, K, rows)`` and ``dL/dG`` ``(B, rows, cols)`` from ``dL/di``."""
     v = rec.v
     if rec.mode == "mapped":
-        return np.matmul(g_cur, core.G.transpose(0, 2, 1)), np.matmul(v.transpose(0, 2, 1), g_cur)
-    tile = core.circuit_tile()
+        return np.matmul(g_cur, rec.G.transpose(0, 2, 1)), np.matmul(v.transpose(0, 2, 1), g_cur)
     if core.config.linear:
-        T = core._T  # (B, cols, rows), extracted by the forward pass
-        C = np.matmul(g_cur.transpose(0, 2, 1), v)
-        return np.matmul(g_cur, T), circuit.transfer_vjp(tile, C)
-    gG, gv = circuit.solve_vjp(tile, v, g_cur)
+        C = np.matmul(g_cur.transpose(0, 2, 1), v)  # rec.T (B, cols, rows): the forward's
+        return np.matmul(g_cur, rec.T), circuit.transfer_vjp(rec.tile, C)
+    gG, gv = circuit.solve_vjp(rec.tile, v, g_cur)
     return gv, gG
 
 
 def analog_backward(core: AnalogMatrix, rec: AnalogRecord, gy: np.ndarray):
     """``dL/dx`` ``(K, in)`` and ``dL/dW`` ``(out, in)`` from ``dL/dy`` ``(K, out)``."""
     if rec.mode == "ideal":
-        return gy @ core.W, gy.T @ rec.x
+        return gy @ rec.W, gy.T @ rec.x
     cfg, lay = core.config, core.layout
     K = len(gy)
     gd = np.broadcast_to(gy * _scale(core), rec.d.shape)
@@ -190,8 +201,8 @@ def analog_backward(core: AnalogMatrix, rec: AnalogRecord, gy: np.ndarray):
     used = index >= 0
     g_dev = np.zeros(core.devices.size)
     g_dev[index[used]] = gG[used]
-    g_dev = g_dev.reshape(core.devices.shape) * programming_slope(core)
-    return gx, _weights_from_devices(core, g_dev)
+    g_dev = g_dev.reshape(core.devices.shape) * programming_slope(core, rec.target)
+    return gx, _weights_from_devices(core, rec.W, g_dev)
 
 
 # -- digital layers and the analog layers around the core ------------------------------------
@@ -221,11 +232,11 @@ def _pool_backward(layer, x, gy):
     else:
         kh, kw = layer.kernel
         if layer.count_include_pad or not any(layer.padding):
-            count = np.full((1, 1) + gy.shape[2:], float(kh * kw))
+            count = np.full((1, 1, *gy.shape[2:]), float(kh * kw))
         else:
-            ones = np.ones((1, 1) + x.shape[2:])
+            ones = np.ones((1, 1, *x.shape[2:]))
             count = windows(ones, layer.kernel, layer.stride, layer.padding).sum(axis=(4, 5))
-        share = np.broadcast_to((1.0 / count)[..., None, None], gy.shape + (kh, kw))
+        share = np.broadcast_to((1.0 / count)[..., None, None], (*gy.shape, kh, kw))
     return windows_adjoint(share * gy[..., None, None], x.shape, layer.kernel, layer.stride,
                            layer.padding)
 

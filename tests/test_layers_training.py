@@ -161,6 +161,20 @@ def test_recorded_forward_pass_is_the_layers_own():
         assert np.array_equal(L.record(net, X, mode).output, net(X, mode))
 
 
+@pytest.mark.parametrize("kind", ["linear", "sinh"])
+def test_backward_is_of_the_recorded_pass(kind):
+    net, X, _ = mlp("separate", kind)
+    seed = np.random.default_rng(2).standard_normal((7, 3))
+    g_x, grads = L.record(net, X).backward(seed)
+    tape = L.record(net, X)
+    for layer in net.analog_layers:  # programmed anew between the passes
+        layer.reprogram(0.5 * layer.weight)
+    g_x2, grads2 = tape.backward(seed)
+    assert np.array_equal(g_x, g_x2)
+    for a, b in zip(grads, grads2):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+
 def test_converters_are_straight_through():
     """With a DAC and a clipping ADC the gradients are those of the converter-free layer fed
     the quantized inputs, with zero gradient where either converter clipped."""
