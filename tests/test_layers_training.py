@@ -372,6 +372,8 @@ def test_bad_configurations_are_errors():
         L.TileConfig(compensate_inputs=0)
     with pytest.raises(ValueError, match="jointly"):
         L.TileConfig(compensate=True, column_gain=True, device=cs.devices.Sinh(a=3.0))
+    assert "compensated + column gains" in L.TileConfig(compensate=True,
+                                                        column_gain=True).describe()
 
 
 def test_nonlinear_compensation_needs_calibration_inputs():
