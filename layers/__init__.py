@@ -6,8 +6,9 @@ computed in one of three modes: ``"ideal"`` (the matrix product), ``"mapped"`` (
 with ideal wires) or ``"circuit"`` (every tile solved by the engine, all tiles of a layer as one
 batched tile). Networks chain analog and digital layers, come from ONNX or ``.npz`` files, and
 :func:`evaluate` reports accuracy per mode and the error of every layer. :func:`finetune` trains
-a mapped network with its exact circuit in the loop (:mod:`~.training`); ``TileConfig(compensate=
-True)`` programs tiles whose circuit computes the mapped weights (:mod:`~.compensation`).
+a mapped network with its exact circuit in the loop (:mod:`~.training`);
+``TileConfig(compensate=True)`` programs tiles whose circuit computes the mapped weights
+(:mod:`~.compensation`).
 
 >>> import numpy as np
 >>> from circuitsim import layers as L
