@@ -5,7 +5,7 @@
     python benchmarks/run.py --only badcrossbar --only ideal
 
 Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine, studies,
-gradients (benchmarks/README.md). Results go to benchmarks/results/<name>.json (and
+gradients, training (benchmarks/README.md). Results go to benchmarks/results/<name>.json (and
 latest.json, latest.txt).
 Exit status 1 when a comparison's outputs disagree beyond its tolerance (FAIL) or a benchmark
 crashed; a missed speed target (MISS) is reported, not an error.
@@ -56,6 +56,7 @@ from benchmarks import (  # noqa: E402 - after the BLAS thread setting
     bench_ngspice,
     bench_nonlinear,
     bench_studies,
+    bench_training,
 )
 from benchmarks.common import (  # noqa: E402
     RESULTS,
@@ -78,6 +79,7 @@ BENCHMARKS = {
                              "in bounded memory (issue 7)"),
     "studies": (bench_studies, "study of 64x64 1T1R tiles: in-process vs Dask, HDF5 (issue 9)"),
     "gradients": (bench_gradients, "vjp vs the forward solve; exact IR-drop compensation (issue 11)"),
+    "training": (bench_training, "digits MLP under IR drop: compensation, fine-tuning (issue 11)"),
 }
 
 

@@ -5,7 +5,10 @@ programmed with finite levels, variability, faults and drift, read through DACs 
 computed in one of three modes: ``"ideal"`` (the matrix product), ``"mapped"`` (all of the above
 with ideal wires) or ``"circuit"`` (every tile solved by the engine, all tiles of a layer as one
 batched tile). Networks chain analog and digital layers, come from ONNX or ``.npz`` files, and
-:func:`evaluate` reports accuracy per mode and the error of every layer.
+:func:`evaluate` reports accuracy per mode and the error of every layer. :func:`finetune` trains
+a mapped network with its exact circuit in the loop (:mod:`~.training`);
+``TileConfig(compensate=True)`` programs tiles whose circuit computes the mapped weights
+(:mod:`~.compensation`).
 
 >>> import numpy as np
 >>> from circuitsim import layers as L
@@ -31,21 +34,38 @@ from .npz import load_npz, save_npz
 from .onnx_export import save_onnx
 from .onnx_import import load_onnx
 from .programming import ProgrammingStats
+from .torch_bridge import to_torch
+from .training import (
+    SGD,
+    Adam,
+    FineTuning,
+    LayerGradient,
+    Loss,
+    Tape,
+    finetune,
+    loss_and_gradients,
+    record,
+)
 
 __all__ = [
     "ADC",
     "DAC",
     "MODES",
+    "SGD",
+    "Adam",
     "AnalogMatrix",
     "AvgPool2d",
     "CallStats",
     "Conv2d",
     "Drift",
     "Faults",
+    "FineTuning",
     "Flatten",
     "IRDrop",
+    "LayerGradient",
     "LayerReport",
     "Linear",
+    "Loss",
     "MaxPool2d",
     "ProgrammingStats",
     "ReLU",
@@ -53,16 +73,21 @@ __all__ = [
     "Reshape",
     "Sequential",
     "Softmax",
+    "Tape",
     "TileConfig",
     "TileInfo",
     "Validation",
     "Variability",
     "dataset",
     "evaluate",
+    "finetune",
     "load_npz",
     "load_onnx",
+    "loss_and_gradients",
     "model_path",
     "presets",
+    "record",
     "save_npz",
     "save_onnx",
+    "to_torch",
 ]

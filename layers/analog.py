@@ -7,9 +7,11 @@
 2. every tile gives its bit-line currents: ``"mapped"`` as the product ``v @ G`` (ideal wires and
    devices), ``"circuit"`` from the engine (wires, driver and sense resistances, devices, access
    transistors) with all tiles of the layer as one batched tile;
-3. per tile and output the differential current ``I+ - I-`` (or the column current for the offset
-   mapping) goes through the ADC, is scaled back to the weight domain, and row blocks add up
-   digitally (the offset mapping also adds its offset times the digital input sum).
+3. in ``"circuit"`` mode each bit line's current is multiplied by its column gain where
+   ``config.column_gain`` (:mod:`~.compensation`); per tile and output the differential current
+   ``I+ - I-`` (or the column current for the offset mapping) goes through the ADC, is scaled
+   back to the weight domain, and row blocks add up digitally (the offset mapping also adds its
+   offset times the digital input sum).
 
 With no non-idealities and no converters ``"mapped"`` equals ``"ideal"`` to round-off, and so
 does ``"circuit"`` with all resistances 0 and linear devices.
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import circuit, converters, mapping
+from . import circuit, compensation, converters, mapping
 from .config import TileConfig
 from .programming import program
 
@@ -205,14 +207,49 @@ class AnalogMatrix:
         self.x_max = self.x_max_given
         self.scaling = mapping.scaling(W, config, w_max)
         self.layout = mapping.layout(W.shape[1], W.shape[0], config)
-        target = mapping.conductances(W, config, self.scaling)
-        self.devices, self.programming = program(target, config, stream)
-        self.G = mapping.place(self.devices, self.layout, config.g_min)
         self.adc_full_scale = self._fixed_full_scale()
         self.last: CallStats | None = None
+        self._last_v = None
+        self._calibration_v = None
+        self._program(W)
+
+    def _program(self, W: np.ndarray) -> None:
+        """Map and program ``W`` with the layer's scaling; forget the circuit built before."""
+        self.W = W
+        self.target = mapping.conductances(W, self.config, self.scaling)
+        self.devices, self.programming = program(self.target, self.config, self.stream)
+        self.G = mapping.place(self.devices, self.layout, self.config.g_min)
+        self._forget_circuit()
+
+    def _forget_circuit(self) -> None:
         self._tile = None
         self._T = None
-        self._last_v = None
+        self._circuit = None
+
+    @property
+    def weight_range(self) -> tuple[float, float]:
+        """Weights the scaling can program: ``(-w_max, w_max)`` (differential) or
+        ``(w_lo, w_hi)`` (offset)."""
+        s = self.scaling
+        return (-s.w_max, s.w_max) if self.config.differential else (s.w_lo, s.w_hi)
+
+    def reprogram(self, W) -> AnalogMatrix:
+        """Program new weights ``W`` ``(out, in)`` on the same tiles: the scaling, the input and
+        ADC ranges and the random streams of the programming non-idealities are kept (what
+        fine-tuning does after each step). Weights outside :attr:`weight_range` are an error.
+        Returns self."""
+        W = np.array(W, dtype=np.float64)
+        if W.shape != self.W.shape:
+            raise ValueError(f"{self.name}: new weights have shape {W.shape}; expected "
+                             f"{self.W.shape}")
+        if not np.isfinite(W).all():
+            raise ValueError(f"{self.name}: new weights contain NaN or inf")
+        lo, hi = self.weight_range
+        if W.min() < lo or W.max() > hi:
+            raise ValueError(f"{self.name}: new weights span [{W.min():g}, {W.max():g}], beyond "
+                             f"the programmable range [{lo:g}, {hi:g}] of the layer's scaling")
+        self._program(W)
+        return self
 
     # --- structure --------------------------------------------------------------------------
 
@@ -228,6 +265,7 @@ class AnalogMatrix:
     def tiles(self) -> list[TileInfo]:
         """The layer's mapped tiles, in the order of its batched tile."""
         lay, cfg = self.layout, self.config
+        G = self.G_circuit
         out = []
         for b in range(lay.n_tiles):
             rc, s = divmod(b, lay.sides)
@@ -236,13 +274,27 @@ class AnalogMatrix:
             i1, o1 = min(i0 + lay.rows, lay.n_in), min(o0 + lay.per_tile, lay.n_out)
             side = ("+", "-")[s] if cfg.mapping == "separate" else None
             used = (o1 - o0) * (2 if cfg.mapping == "interleaved" else 1)
-            out.append(TileInfo(b, r, c, side, (i0, i1), (o0, o1), used, self.G[b]))
+            out.append(TileInfo(b, r, c, side, (i0, i1), (o0, o1), used, G[b]))
         return out
+
+    def circuit_program(self) -> compensation.CircuitProgram:
+        """What the circuit's tiles hold: the programmed conductances (compensated where
+        ``config.compensate``), the column gains (``config.column_gain``) and the compensation
+        report (:class:`~.compensation.CircuitProgram`); computed once, on first use."""
+        if self._circuit is None:
+            self._circuit = compensation.circuit_program(self)
+        return self._circuit
+
+    @property
+    def G_circuit(self) -> np.ndarray:
+        """Conductances on the circuit's tiles ``(B, rows, cols)``: :attr:`G`, or the
+        compensated programming where ``config.compensate``."""
+        return self.circuit_program().G
 
     def circuit_tile(self):
         """The layer's tiles as one batched :class:`circuitsim.Tile` ``(B, rows, cols)``."""
         if self._tile is None:
-            self._tile = circuit.build(self.G, self.config)
+            self._tile = circuit.build(self.G_circuit, self.config)
         return self._tile
 
     @property
@@ -270,6 +322,13 @@ class AnalogMatrix:
         if self.x_max_given is None:
             top = float(np.abs(x).max())
             self.x_max = top if top > 0 else 1.0
+        cfg = self.config
+        if (cfg.compensate or cfg.column_gain) and not cfg.linear:
+            v = self._voltages(x)[0]
+            K = v.shape[1]
+            pick = np.unique(np.linspace(0, K - 1, min(K, cfg.compensate_inputs)).round())
+            self._calibration_v = v[:, pick.astype(int)]
+            self._forget_circuit()  # matched on these inputs: match again
         adc = self.config.adc
         if adc is not None and adc.range == "calibrated":
             v, _, _ = self._voltages(x)
@@ -336,7 +395,8 @@ class AnalogMatrix:
 
     def tile_currents(self, x, mode: str = "circuit") -> np.ndarray:
         """Bit-line currents of every tile ``(B, K, cols)`` (A) for inputs ``x`` ``(K, in)``, as
-        the layer computes them in ``mode`` (``"mapped"`` or ``"circuit"``), before the ADC."""
+        the layer computes them in ``mode`` (``"mapped"`` or ``"circuit"``), before the column
+        gains and the ADC."""
         if check_mode(mode) == "ideal":
             raise ValueError("tile_currents: mode 'ideal' has no tiles; use 'mapped' or 'circuit'")
         self._require_calibration()
@@ -357,6 +417,8 @@ class AnalogMatrix:
         v, xq, dac_clipped = self._voltages(x)
         self._last_v = v
         currents, its = self._currents(v, mode)
+        if mode == "circuit" and self.circuit_program().gain is not None:
+            currents = currents * self.circuit_program().gain[:, None, :]
         d = self._differential(currents)
         d, adc_clipped = converters.adc(d, self.adc_full_scale, cfg.adc)
         scale = self.scaling.weight_per_siemens(cfg) * self.x_max / cfg.v_read
@@ -385,7 +447,7 @@ class AnalogMatrix:
         """IR-drop figures of every tile on inputs ``x`` ``(K, in)`` (see :class:`IRDrop`)."""
         self._require_calibration()
         v, _, _ = self._voltages(self._check_input(x))
-        ideal = np.matmul(v, self.G)
+        ideal = np.matmul(v, self.G_circuit)
         real = self._currents(v, "circuit")[0]
         rms, top = np.zeros(len(ideal)), np.zeros(len(ideal))
         for b, cols in enumerate(self._used_columns()):

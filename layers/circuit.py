@@ -3,7 +3,9 @@
 All tiles of a layer are one batched tile ``(B, rows, cols)``. Linear tiles go through
 :func:`circuitsim.transfer_matrix` (one extraction per tile, then matrix products for any number
 of inputs); nonlinear and 1T1R tiles through one batched :func:`circuitsim.solve` of every
-(tile, input) pair, in chunks of about :data:`CHUNK_UNKNOWNS` unknowns.
+(tile, input) pair, in chunks of about :data:`CHUNK_UNKNOWNS` unknowns. Gradients (fine-tuning,
+:mod:`~.training`): :func:`circuitsim.transfer_matrix_vjp` for linear tiles, :func:`circuitsim.vjp`
+for the others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import circuitsim as cs
 
 from .config import TileConfig
 
-__all__ = ["CHUNK_UNKNOWNS", "build", "linear_currents", "solve_currents"]
+__all__ = ["CHUNK_UNKNOWNS", "build", "linear_currents", "solve_currents", "solve_vjp",
+           "transfer_vjp"]
 
 #: Unknowns per batched Newton solve (tiles x inputs x unknowns per tile).
 CHUNK_UNKNOWNS = 1 << 21
@@ -72,3 +75,30 @@ def solve_currents(tile: cs.Tile, v: np.ndarray):
         i_out[:, sl] = sol.i_out
         iterations[:, sl] = sol.iterations
     return i_out, iterations
+
+
+def _chunk(tile: cs.Tile, B: int) -> int:
+    return max(1, CHUNK_UNKNOWNS // max(1, B * tile.n_cell_nodes))
+
+
+def transfer_vjp(tile: cs.Tile, C: np.ndarray) -> np.ndarray:
+    """``d sum(C * T) / d g`` ``(B, rows, cols)`` for the transfer matrices ``T`` of a linear
+    batched tile and weights ``C`` ``(B, cols, rows)``."""
+    return cs.transfer_matrix_vjp(tile, C).g
+
+
+def solve_vjp(tile: cs.Tile, v: np.ndarray, d: np.ndarray):
+    """Gradients of ``sum(d * i_out)`` for a nonlinear batched tile at inputs ``v``
+    ``(B, K, rows)``, weights ``d`` ``(B, K, cols)``: with respect to the conductances
+    ``(B, rows, cols)`` and to the inputs ``(B, K, rows)``; ``K`` in chunks as
+    :func:`solve_currents`."""
+    B, K, _ = v.shape
+    chunk = _chunk(tile, B)
+    g = np.zeros(tile.g.shape)
+    v_in = np.empty(v.shape)
+    for k0 in range(0, K, chunk):
+        sl = slice(k0, min(K, k0 + chunk))
+        grads = cs.vjp(tile, v[:, sl], d[:, sl])
+        g += grads.g
+        v_in[:, sl] = grads.v_in
+    return g, v_in

@@ -234,6 +234,21 @@ class TileConfig:
     """Output converter (:class:`ADC`); None: ideal."""
     seed: int = 0
     """Seed of the programming non-idealities (each layer of a network draws its own stream)."""
+    compensate: bool = False
+    """Program every tile so that its exact circuit computes the ideal crossbar of the mapped
+    conductances (:func:`circuitsim.compensate`, within ``[g_min, g_max]``), before the
+    programming non-idealities: linear tiles match their transfer matrix, nonlinear and 1T1R tiles
+    the outputs for ``compensate_inputs`` of the calibration inputs. ``"mapped"`` mode is
+    unchanged (the ideal-wire reference); only the circuit's tiles are compensated."""
+    column_gain: bool = False
+    """A gain per bit line (the sense amplifier's, before the ADC), fitted by least squares so
+    that each column's output matches the ideal crossbar's: from the transfer matrix (linear
+    tiles) or on the calibration inputs (nonlinear, 1T1R). With ``compensate`` (linear tiles
+    only) the gains are fitted jointly with the conductances (``gain="column"``)."""
+    compensate_inputs: int = 256
+    """Calibration inputs (evenly spaced among those given to ``calibrate``) that nonlinear and
+    1T1R tiles are compensated or column-calibrated on; more than ``rows`` avoids fitting the
+    calibration inputs only."""
 
     def __post_init__(self):
         owner = "TileConfig"
@@ -270,6 +285,15 @@ class TileConfig:
         elif self.v_gate is not None:
             raise ValueError(f"{owner}: v_gate is given but access is None (1T1R only)")
         _integer(owner, "seed", self.seed, 0)
+        for name in ("compensate", "column_gain"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{owner}: {name} must be True or False, "
+                                f"got {getattr(self, name)!r}")
+        _integer(owner, "compensate_inputs", self.compensate_inputs, 1)
+        if self.compensate and self.column_gain and not self.linear:
+            raise ValueError(f"{owner}: compensate with column_gain fits the gains jointly with "
+                             "the transfer matrix, which nonlinear and 1T1R tiles lack; use one "
+                             "of them")
 
     @property
     def differential(self) -> bool:
@@ -304,6 +328,10 @@ class TileConfig:
         ]
         if self.levels:
             parts.append(f"{self.levels} levels")
+        if self.compensate or self.column_gain:
+            parts.append(" + ".join(name for name, on in (("compensated", self.compensate),
+                                                        ("column gains", self.column_gain))
+                                    if on))
         for name in ("variability", "faults", "drift", "dac", "adc"):
             value = getattr(self, name)
             if value is not None:

@@ -217,7 +217,7 @@ def evaluate(net, X, labels, modes=MODES, *, calibration=None, isolated: bool = 
         net.calibrate(X)
     analog = [(k, layer) for k, layer in enumerate(net) if getattr(layer, "analog", False)]
     reports = {k: LayerReport(k, getattr(layer, "name", f"layer{k}"), _describe(layer),
-                              len(layer.tiles)) for k, layer in analog}
+                              layer.core.layout.n_tiles) for k, layer in analog}
     t0 = time.perf_counter()
     ideal, _ = _forward(net, X, "ideal", batch)
     seconds = {"ideal": time.perf_counter() - t0}

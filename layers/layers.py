@@ -90,6 +90,25 @@ class _Analog:
         """Per-tile IR-drop figures on the layer input ``x`` (:class:`~.analog.IRDrop`)."""
         return self.core.ir_drop(self._columns(np.asarray(x, dtype=np.float64)))
 
+    @property
+    def compensation(self):
+        """The compensation of the layer's tiles (:class:`circuitsim.Compensation`, computed on
+        first use) where ``config.compensate``, else None."""
+        return self.core.circuit_program().report if self.config.compensate else None
+
+    def reprogram(self, weight, bias=None):
+        """Program new weights (the shape of :attr:`weight`) on the same tiles, with the
+        layer's scaling, input and ADC ranges and random streams kept
+        (:meth:`AnalogMatrix.reprogram`), and a new bias if given. Returns self."""
+        w = np.array(weight, dtype=np.float64)
+        if w.shape != self.weight.shape:
+            raise ValueError(f"{self.name}: new weights have shape {w.shape}; expected "
+                             f"{self.weight.shape}")
+        self.core.reprogram(w.reshape(len(w), -1))
+        if bias is not None:
+            self.bias = _bias(bias, self.core.n_out, self.name)
+        return self
+
     def validate(self, tiles: int = 2, inputs: int = 4, *, x=None, **options):
         """Cross-check ``tiles`` mapped tiles with ``inputs`` of their actual input vectors
         against ngspice (:meth:`AnalogMatrix.validate`); ``x`` is a layer input, default the
@@ -135,7 +154,7 @@ class Linear(_Analog):
         return self.core(x, check_mode(mode)) + self.bias
 
     def __repr__(self):
-        return f"Linear({self.core.n_in} -> {self.core.n_out}, {len(self.tiles)} tiles)"
+        return f"Linear({self.core.n_in} -> {self.core.n_out}, {self.core.layout.n_tiles} tiles)"
 
 
 class Conv2d(_Analog):
@@ -172,6 +191,11 @@ class Conv2d(_Analog):
                                  w_max=w_max, stream=stream, name=self.name)
         self.bias = _bias(bias, weight.shape[0], self.name)
 
+    def reprogram(self, weight, bias=None):
+        super().reprogram(weight, bias)
+        self.weight = np.array(weight, dtype=np.float64)
+        return self
+
     def _check(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 4 or x.shape[1] != self.weight.shape[1]:
@@ -198,4 +222,4 @@ class Conv2d(_Analog):
     def __repr__(self):
         o, c, kh, kw = self.weight.shape
         return (f"Conv2d({c} -> {o}, {kh}x{kw}, stride {self.stride}, padding {self.padding}, "
-                f"{len(self.tiles)} tiles)")
+                f"{self.core.layout.n_tiles} tiles)")

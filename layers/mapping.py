@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import TileConfig
 
-__all__ = ["Layout", "Scaling", "conductances", "layout", "place", "scaling"]
+__all__ = ["Layout", "Scaling", "conductances", "layout", "place", "place_index", "scaling"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,24 @@ def place(g: np.ndarray, lay: Layout, fill: float) -> np.ndarray:
         return np.ascontiguousarray(t)
     # (S, R, rows, C, q) -> (R, C, S, rows, q)
     return np.ascontiguousarray(blocks.transpose(1, 3, 0, 2, 4).reshape(-1, rows, lay.cols))
+
+
+def place_index(lay: Layout, sides: int) -> np.ndarray:
+    """Where each tile cell's device sits in the flattened logical array ``(sides, in, out)``:
+    an int array ``(B, rows, cols)``, -1 on unused cells (every logical device appears once).
+
+    Examples
+    --------
+    >>> from circuitsim.layers import TileConfig
+    >>> place_index(layout(1, 3, TileConfig(rows=2, cols=2, mapping="offset")), 1)
+    array([[[ 0,  1],
+            [-1, -1]],
+    <BLANKLINE>
+           [[ 2, -1],
+            [-1, -1]]])
+    """
+    logical = np.arange(sides * lay.n_in * lay.n_out, dtype=np.float64)
+    return place(logical.reshape(sides, lay.n_in, lay.n_out), lay, -1.0).astype(np.int64)
 
 
 def unplace(currents: np.ndarray, lay: Layout) -> np.ndarray:

@@ -31,4 +31,6 @@ def test_readme_layers_example_runs(block, capsys):
     pytest.importorskip("sklearn")
     exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the example is the test
     out = capsys.readouterr().out
-    assert "circuit" in out and "agree" in out
+    assert "circuit" in out
+    if ".validate(" in block:  # the blocks that cross-check tiles say that ngspice agrees
+        assert "agree" in out
