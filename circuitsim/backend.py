@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+
+from circuitsim.solvers.arrays import array_module, is_device_array
 
 __all__ = [
     "BACKENDS",
@@ -50,20 +51,6 @@ INSTALL_HINT = "pip install 'circuitsim[gpu]' (CUDA 13; see the README for CUDA 
 
 class GPUUnavailableError(RuntimeError):
     """``backend="cupy"`` was asked for but no usable GPU was found; the message says why."""
-
-
-def is_device_array(x) -> bool:
-    """True for a cupy array (checked by type name: cupy is never imported for this)."""
-    return type(x).__module__.split(".", 1)[0] == "cupy"
-
-
-def array_module(*arrays):
-    """``cupy`` if any argument is a cupy array, else ``numpy`` (scalars and None count as
-    numpy). cupy is already imported whenever one of its arrays exists."""
-    for a in arrays:
-        if is_device_array(a):
-            return sys.modules["cupy"]
-    return np
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,10 +196,10 @@ def _import_cupy():
 def _smoke(cupy) -> str | None:
     """Run the CUDA libraries the engine needs (kernels, cuSPARSE); None when they work."""
     try:
+        x = cupy.arange(3, dtype=cupy.float64) * 2.0  # a kernel: NVRTC and the runtime
         import cupyx.scipy.sparse as csp
 
-        x = cupy.arange(3, dtype=cupy.float64)
-        y = csp.identity(3, format="csr", dtype=cupy.float64) @ (x * 2.0)
+        y = csp.identity(3, format="csr", dtype=cupy.float64) @ x  # cuSPARSE
         if float(y.sum()) != 6.0:
             return f"a test computation on the GPU gave a wrong result ({float(y.sum())} != 6)"
     except Exception as exc:  # noqa: BLE001 - whatever fails here, the GPU is unusable

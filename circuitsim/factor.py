@@ -16,7 +16,7 @@ free memory (:func:`circuitsim.memory.device_batch`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import array_module
+
 __all__ = ["CudssProvider", "GpuFactor", "SpluProvider", "best_provider"]
 
 #: cuDSS solver objects kept per cache (one cache per analysed plan): each holds a factor in GPU
@@ -65,20 +67,19 @@ class _Slot:
 
     def __init__(self, nv, a, spd: bool, logger):
         self.nv, self.a, self.spd, self.logger = nv, a, spd, logger
-        self.xp = _module_of(a.data)
         self.solver = None
         self.b = None
         self.width = 0
         self.generation = 0
         self.factored = False
 
-    def _make(self, width: int) -> None:
+    def _make(self, width: int, xp) -> None:
         """A solver whose right-hand side holds ``width`` columns, analysed (planned)."""
         self.free()
         nv = self.nv
         kind = nv.DirectSolverMatrixType.SPD if self.spd else nv.DirectSolverMatrixType.GENERAL
         options = nv.DirectSolverOptions(sparse_system_type=kind, logger=self.logger)
-        self.b = self.xp.zeros((self.a.shape[0], width), order="F")
+        self.b = xp.zeros((self.a.shape[0], width), order="F")
         self.solver = nv.DirectSolver(self.a, self.b, options=options)
         self.width = width
         with _alloc_errors("analysis"):
@@ -103,12 +104,12 @@ class _Slot:
         self.factored = True
 
     def solve(self, rhs):
-        xp = self.xp
+        xp = array_module(rhs)
         one = rhs.ndim == 1
         r = rhs[:, None] if one else rhs
         w = r.shape[1]
         if self.solver is None or (w > self.width and self.width < _MAX_WIDTH):
-            self._make(min(max(w, self.width), _MAX_WIDTH))
+            self._make(min(max(w, self.width), _MAX_WIDTH), xp)
         if not self.factored:
             self._factor()
         W = self.width
@@ -147,13 +148,6 @@ class _alloc_errors:
         if exc is not None and getattr(exc, "status", None) == _ALLOC_FAILED:
             raise MemoryError(f"cuDSS {self.phase}: out of GPU memory ({exc})") from exc
         return False
-
-
-def _module_of(array):
-    """The array module of ``array`` (cupy for cupy arrays), without importing cupy."""
-    from circuitsim.backend import array_module
-
-    return array_module(array)
 
 
 class CudssProvider:

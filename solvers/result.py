@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import array_module
+
 __all__ = ["SolveResult", "backward_error"]
 
 
@@ -48,9 +50,5 @@ def backward_error(A, x: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _module(x):
-    """numpy, or cupy for a cupy array (without importing cupy otherwise)."""
-    if type(x).__module__.split(".", 1)[0] == "cupy":
-        import sys
-
-        return sys.modules["cupy"]
-    return np
+    """The array module of ``x`` (cupy for a cupy array; never imports cupy otherwise)."""
+    return array_module(x)
