@@ -15,8 +15,8 @@ free memory (:func:`circuitsim.memory.device_batch`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
