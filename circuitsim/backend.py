@@ -46,7 +46,7 @@ __all__ = [
 BACKENDS = ("numpy", "cupy", "auto")
 
 #: How to get the GPU extra (README, "GPU backend").
-INSTALL_HINT = "pip install 'circuitsim[gpu]' (CUDA 13; see the README for CUDA 12)"
+INSTALL_HINT = "pip install 'circuitsim[gpu]' for CUDA 13, 'circuitsim[gpu-cu12]' for CUDA 12"
 
 
 class GPUUnavailableError(RuntimeError):
@@ -178,12 +178,12 @@ def _classify_library(exc: BaseException) -> str:
 def _import_cupy():
     """(cupy, None) or (None, why) without treating a missing package as an error of CUDA."""
     if importlib.util.find_spec("cupy") is None:
-        return None, f"cupy is not installed ({INSTALL_HINT})"
+        return None, f"cupy is not installed; {INSTALL_HINT}"
     try:
         import cupy
     except ModuleNotFoundError as exc:
         if exc.name == "cupy":
-            return None, f"cupy is not installed ({INSTALL_HINT})"
+            return None, f"cupy is not installed; {INSTALL_HINT}"
         return None, _classify_library(exc)
     except Exception as exc:  # noqa: BLE001 - ImportError of libcudart & co., CUDA errors
         text = str(exc)

@@ -55,7 +55,7 @@ FAKES = {
 }
 
 EXPECTED = {
-    "not-installed": "cupy is not installed (pip install 'circuitsim[gpu]'",
+    "not-installed": "cupy is not installed; pip install 'circuitsim[gpu]' for CUDA 13",
     "no-libraries": "cupy is installed but the CUDA libraries it needs cannot be loaded",
     "no-driver": "no usable NVIDIA driver (none installed, or one too old",
     "no-device": "no CUDA device is visible",
