@@ -169,8 +169,13 @@ class Plan:
             [(indptr_1[:-1][None, :] + nnz * offsets).ravel(), xp.asarray([S * nnz])]
         )
         cls = sparse.csc_matrix if fmt == "csc" else sparse.csr_matrix
-        return cls((xp.ascontiguousarray(data).ravel(), indices, indptr),
-                   shape=(S * nf, S * nf))
+        return cls((xp.ascontiguousarray(data).ravel(), self._index(indices),
+                    self._index(indptr)), shape=(S * nf, S * nf))
+
+    def _index(self, arr):
+        """Index arrays of a GPU plan's matrices as int32, as cuSPARSE and cuDSS take them (the
+        chunks keep them below 2**31); the CPU's as they are."""
+        return arr if self.backend is None else arr.astype(np.int32)
 
     def data(self, p, q):
         """Stored values of ``J_ff`` ``(S, nnz)`` from branch partials ``p``, ``q`` ``(S, E)``."""
@@ -190,7 +195,8 @@ class Plan:
         rows = (self.fk_rows[None, :] + self.n_free * off).ravel()
         cols = (self.fk_cols[None, :] + self.n_fixed * off).ravel()
         shape = (S * self.n_free, S * self.n_fixed)
-        coo = sparse.coo_matrix((xp.ascontiguousarray(data).ravel(), (rows, cols)), shape=shape)
+        coo = sparse.coo_matrix((xp.ascontiguousarray(data).ravel(),
+                                 (self._index(rows), self._index(cols))), shape=shape)
         return coo.tocsr()
 
     @property
@@ -228,7 +234,7 @@ class Plan:
         gather, _, diff_f, diff_k = self.maps("fixed_operator")
         _, sparse = self.modules()
         eye = sparse.identity(len(p), format="csr")
-        left = sparse.kron(eye, gather, format="csr") @ sparse.diags(p.ravel())
+        left = sparse.kron(eye, gather, format="csr") @ sparse.diags(p.ravel(), format="csr")
         return (left @ sparse.kron(eye, diff_f, format="csr"),
                 left @ sparse.kron(eye, diff_k, format="csr"))
 

@@ -150,6 +150,14 @@ class _alloc_errors:
         return False
 
 
+def _int32(J):
+    """``J`` with int32 index arrays (cuDSS takes no other)."""
+    if J.indices.dtype == np.int32 and J.indptr.dtype == np.int32:
+        return J
+    return type(J)((J.data, J.indices.astype(np.int32), J.indptr.astype(np.int32)),
+                   shape=J.shape)
+
+
 class CudssProvider:
     """Direct factorisations by NVIDIA cuDSS (see the module docstring).
 
@@ -175,6 +183,7 @@ class CudssProvider:
         the providers' common signature; cuDSS always reorders.
         """
         del natural
+        J = _int32(J)
         slots = cache.setdefault(("cudss-slots",), OrderedDict()) if cache is not None else None
         full_key = (key, J.shape, J.nnz, spd)
         slot = slots.get(full_key) if slots is not None else None
