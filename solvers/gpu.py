@@ -23,6 +23,7 @@ nvmath-python or its cuDSS library is absent.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -67,7 +68,8 @@ class _Slot:
 
     def __init__(self, nv, a, spd: bool, logger):
         self.nv, self.a, self.spd, self.logger = nv, a, spd, logger
-        self.solver = None
+        self._box = [None]  # the solver object, freed with this slot (nvmath wants free())
+        weakref.finalize(self, _free_box, self._box)
         self.b = None
         self.width = 0
         self.generation = 0
@@ -80,7 +82,7 @@ class _Slot:
         kind = nv.DirectSolverMatrixType.SPD if self.spd else nv.DirectSolverMatrixType.GENERAL
         options = nv.DirectSolverOptions(sparse_system_type=kind, logger=self.logger)
         self.b = xp.zeros((self.a.shape[0], width), order="F")
-        self.solver = nv.DirectSolver(self.a, self.b, options=options)
+        self._box[0] = nv.DirectSolver(self.a, self.b, options=options)
         self.width = width
         with _alloc_errors("analysis"):
             self.solver.plan()
@@ -125,10 +127,18 @@ class _Slot:
             out[:, c0 : c0 + k] = x[:, :k]
         return out[:, 0] if one else out
 
+    @property
+    def solver(self):
+        return self._box[0]
+
     def free(self) -> None:
-        if self.solver is not None:
-            self.solver.free()
-            self.solver = None
+        _free_box(self._box)
+
+
+def _free_box(box) -> None:
+    if box[0] is not None:
+        box[0].free()
+        box[0] = None
 
 
 #: Widest right-hand side a cuDSS solver object is made for (wider requests are split).

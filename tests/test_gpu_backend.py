@@ -366,6 +366,31 @@ def test_cudss_provider_pads_splits_and_refuses_stale_factors(monkeypatch):
         g.solve(B[:, :1])
 
 
+def test_cudss_solver_objects_are_freed(monkeypatch):
+    import gc
+
+    from circuitsim.solvers import gpu
+
+    made = []
+
+    class Recording(FakeAdvanced):
+        def DirectSolver(self, a, b, *, options=None):
+            made.append(super().DirectSolver(a, b, options=options))
+            return made[-1]
+
+    monkeypatch.setattr(gpu, "SLOTS_PER_CACHE", 1)
+    provider, cache = gpu.CudssProvider(Recording()), {}
+    A, B = _spd(8, 2)
+    provider.factorize(A, spd=True, cache=cache, key="a").solve(B)
+    provider.factorize(A, spd=True, cache=cache, key="b").solve(B)
+    assert [m.freed for m in made] == [True, False]  # the least recently used one went
+    uncached = provider.factorize(A, spd=True)
+    uncached.solve(B)
+    del uncached
+    gc.collect()
+    assert made[-1].freed  # freed with its handle when nothing refers to it any more
+
+
 def test_splu_provider_solves_on_the_backend():
     import scipy.sparse.linalg as spla
     from circuitsim.solvers.gpu import SpluProvider
