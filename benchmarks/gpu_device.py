@@ -106,6 +106,7 @@ def copy_package() -> None:
     """circuitsim from this checkout into :data:`SITE`, laid out as ``pyproject.toml``'s
     ``package-dir`` says (no build step, so nothing but the standard library is needed)."""
     import shutil
+
     import tomllib
 
     dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
