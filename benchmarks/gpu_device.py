@@ -39,7 +39,10 @@ numpy, scipy and pytest, no nvmath-python, no cuDSS, no scikit-sparse):
    $OUT``) the GPU factorises with SuperLU on the host (cupyx's ``splu``), and the run says so.
 
 The CPU path there has no CHOLMOD (scikit-sparse has no wheels), so it factors with SuperLU,
-slower than a full install's CHOLMOD: the run prints which factorisation each side used.
+slower than a full install's CHOLMOD: the run prints which factorisation each side used. Where
+nvmath-python does not import or cuDSS does not run (its requirements cuda-core and
+cuda-pathfinder come from the image), the environment section says why and the GPU factorises
+with SuperLU on the host.
 """
 
 from __future__ import annotations
@@ -135,6 +138,10 @@ def install(wheels: Path | None) -> None:
     # the installed circuitsim first, then this checkout (for benchmarks/ and tests/)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(SITE), str(REPO),
                                                 os.environ.get("PYTHONPATH", "")])
+    libs = sorted(SITE.glob("nvidia/cu*/lib"))
+    if libs:  # for the test subprocesses (this process finds them through cuda-pathfinder)
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [str(p) for p in libs] + [os.environ.get("LD_LIBRARY_PATH", "")])
     threads = sorted(SITE.glob("nvidia/cu*/lib/libcudss_mtlayer_gomp.so*"))
     if threads:  # cuDSS's host-side reordering on all cores (nvmath reads this variable)
         os.environ.setdefault("CUDSS_THREADING_LIB", str(threads[0]))
