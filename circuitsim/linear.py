@@ -90,7 +90,9 @@ class _Chunk:
             # J is symmetric: its CSC arrays read as CSR are J itself; CSR products are faster.
             self.Jr = (J if J.format == "csr"
                        else sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape))
-            self.inv_rowsum = 1.0 / xp.asarray(abs(self.Jr).sum(axis=1)).reshape(self.c, nf, 1)
+            Jr = self.Jr
+            rowsum = type(Jr)((xp.abs(Jr.data), Jr.indices, Jr.indptr), shape=Jr.shape).sum(axis=1)
+            self.inv_rowsum = 1.0 / xp.asarray(rowsum).reshape(self.c, nf, 1)
         # where each circuit node's voltage comes from: an unknown, or a fixed voltage
         node_map = plan.node_map if plan.host is None else plan.host.node_map
         free = node_map < nf
