@@ -5,7 +5,7 @@
     python benchmarks/run.py --only badcrossbar --only ideal
 
 Benchmarks: badcrossbar, ideal, ngspice, large, nonlinear, layers, engine, studies,
-gradients, training (benchmarks/README.md). Results go to benchmarks/results/<name>.json (and
+gradients, training, gpu (benchmarks/README.md). Results go to benchmarks/results/<name>.json (and
 latest.json, latest.txt).
 Exit status 1 when a comparison's outputs disagree beyond its tolerance (FAIL) or a benchmark
 crashed; a missed speed target (MISS) is reported, not an error.
@@ -49,6 +49,7 @@ BLAS_THREADS = _blas_threads(sys.argv[1:])
 from benchmarks import (  # noqa: E402 - after the BLAS thread setting
     bench_badcrossbar,
     bench_engine,
+    bench_gpu,
     bench_gradients,
     bench_ideal,
     bench_large,
@@ -80,6 +81,7 @@ BENCHMARKS = {
     "studies": (bench_studies, "study of 64x64 1T1R tiles: in-process vs Dask, HDF5 (issue 9)"),
     "gradients": (bench_gradients, "vjp vs the forward solve; exact IR-drop compensation (issue 11)"),
     "training": (bench_training, "digits MLP under IR drop: compensation, fine-tuning (issue 11)"),
+    "gpu": (bench_gpu, "GPU backend (cupy, cuDSS) vs the CPU path on the same machine (issue 10)"),
 }
 
 

@@ -14,7 +14,7 @@ from . import engine
 from .factor import CHUNK_UNKNOWNS, cholmod_mode
 from .krylov import bicgstab_many
 from .mna import tile_plans
-from .newton import _Linearised as Linearised
+from .precondition import PerTile as Linearised
 
 __all__ = [
     "CHUNK_UNKNOWNS",

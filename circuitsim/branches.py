@@ -3,6 +3,10 @@
 A system is one (tile, input vector) pair; ``tile_idx`` says which tile of the plan's circuit each
 system belongs to (an index into the circuit's batch), so per-tile values (resistances, conductances, device parameters) are gathered
 by it. The loop below runs over the three branch kinds, never over branches.
+
+On a GPU plan (:func:`circuitsim.mna.on_backend`) the per-tile values and device-model
+parameters of the kept branches are on the device already (``plan.values``); ``tile_idx`` stays
+on the host (it is small and steers the bookkeeping).
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import dataclasses
 
 import numpy as np
 
+from .backend import array_module
 from .mna import Plan
 
-__all__ = ["BranchValues", "branch_values", "per_system", "select_cells"]
+__all__ = ["BranchValues", "branch_values", "group_models", "groups", "per_system", "select_cells"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,31 +30,57 @@ class BranchValues:
     q: np.ndarray
 
 
-def select_cells(model, tile_idx: np.ndarray, cells: np.ndarray):
+def select_cells(model, tile_idx: np.ndarray, cells: np.ndarray | None):
     """The model with its per-cell parameters ``(B, E)`` reduced to ``(S, len(cells))`` (or
-    ``(1, len(cells))`` when every system belongs to one tile, see :func:`per_system`)."""
+    ``(1, len(cells))`` when every system belongs to one tile, see :func:`per_system`);
+    ``cells`` None: the parameters hold the kept branches already (a GPU plan's models)."""
     if model is None:
         return None
     names = getattr(model, "_cell_params", ())
     changes = {}
     for name in names:
-        arr = np.asarray(getattr(model, name))
-        if arr.ndim == 2:
+        arr = getattr(model, name)
+        if getattr(arr, "ndim", 0) == 2:
             changes[name] = per_system(arr, tile_idx, cells)
-    return dataclasses.replace(model, **changes) if changes else model
+    if not changes:
+        return model
+    if hasattr(model, "with_params"):  # values selected from validated ones: no re-validation
+        return model.with_params(**changes)
+    return dataclasses.replace(model, **changes)
 
 
 def _linear(g, dv):
     return g * dv, g, -g
 
 
-def per_system(values: np.ndarray, tile_idx: np.ndarray, cells: np.ndarray) -> np.ndarray:
+def per_system(values: np.ndarray, tile_idx: np.ndarray, cells: np.ndarray | None) -> np.ndarray:
     """Per-tile values ``(B, E_all)`` of the branches ``cells`` for each system: ``(S, E)``, or
     ``(1, E)`` (broadcasting) when every system belongs to one tile, the common case of many
-    input vectors on one tile, which then costs no gather of ``S x E`` values."""
+    input vectors on one tile, which then costs no gather of ``S x E`` values. ``cells`` None:
+    ``values`` hold only the branches wanted (``(B, E)``, possibly on a GPU)."""
     if len(tile_idx) and (tile_idx == tile_idx[0]).all():
-        return values[tile_idx[0], cells][None, :]
+        row = values[int(tile_idx[0])]
+        return (row if cells is None else row[cells])[None, :]
+    if cells is None:
+        return values[array_module(values).asarray(tile_idx)]
     return values[:, cells][tile_idx]
+
+
+def groups(plan: Plan):
+    """``(kind, value, cells, model)`` of each branch group of ``plan``: the circuit's arrays and
+    the kept branches on the CPU; the kept branches' values on the device (``cells`` None) for a
+    GPU plan."""
+    circuit_groups = plan.circuit.groups
+    if plan.values is None:
+        return [(g.kind, g.value, cells, g.model) for g, cells in zip(circuit_groups, plan.kept)]
+    return [(g.kind, value, None, model)
+            for g, (value, model) in zip(circuit_groups, plan.values)]
+
+
+def group_models(plan: Plan, tile_idx: np.ndarray) -> list:
+    """The per-group models of ``plan`` reduced to the systems ``tile_idx`` (see
+    :func:`select_cells`), as :func:`branch_values` takes them."""
+    return [select_cells(model, tile_idx, cells) for _, _, cells, model in groups(plan)]
 
 
 def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models=None,
@@ -60,20 +91,21 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
     does that once, not every iteration). ``gmin`` adds a conductance in parallel with every
     nonlinear branch (gmin stepping).
     """
+    xp, _ = plan.modules()
     va, vb = v_red[:, plan.a], v_red[:, plan.b]
     shape = (len(v_red), len(plan.a))
-    i, p, q = np.empty(shape), np.empty(shape), np.empty(shape)
+    i, p, q = xp.empty(shape), xp.empty(shape), xp.empty(shape)
     start = 0
-    for k, (group, cells) in enumerate(zip(plan.circuit.groups, plan.kept)):
-        sl = slice(start, start + len(cells))
+    for k, (kind, values, cells, group_model) in enumerate(groups(plan)):
+        sl = slice(start, start + len(plan.kept[k]))
         start = sl.stop
-        if not len(cells):
+        if not len(plan.kept[k]):
             continue
-        value = per_system(group.value, tile_idx, cells)
-        model = models[k] if models is not None else select_cells(group.model, tile_idx, cells)
-        if group.kind == "resistor":
+        value = per_system(values, tile_idx, cells)
+        model = models[k] if models is not None else select_cells(group_model, tile_idx, cells)
+        if kind == "resistor":
             i[:, sl], p[:, sl], q[:, sl] = _linear(1.0 / value, va[:, sl] - vb[:, sl])
-        elif group.kind == "device":
+        elif kind == "device":
             dv = va[:, sl] - vb[:, sl]
             if model is None or getattr(model, "linear", False):
                 i[:, sl], p[:, sl], q[:, sl] = _linear(value, dv)

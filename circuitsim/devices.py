@@ -14,16 +14,23 @@ same equation. The access transistor is :class:`Level1`, ngspice's level-1 MOSFE
 The engine calls ``expand(batch, m, n)`` once per tile batch, which broadcasts every per-cell
 parameter to ``(batch, m * n)`` (cells flattened row-major, index ``i * n + j``), and
 ``take(idx)`` to pick the batch entries of a set of systems, giving parameters of shape ``(S, E)``.
+
+Evaluation works on numpy and on cupy arrays alike: each method computes with the array module of
+its inputs (voltages, conductances and per-cell parameters, which the GPU backend moves to the
+device with :meth:`_Model.with_params`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
+
+from .backend import array_module
 
 __all__ = ["AsymmetricSinh", "IVTable", "Level1", "Linear", "Sinh", "StanfordPKU"]
 
@@ -78,7 +85,36 @@ def _like(scale, g):
     """Broadcast ``scale`` against ``g`` (unchanged when ``g`` is None)."""
     if g is None:
         return scale
-    return np.broadcast_to(scale, np.broadcast_shapes(np.shape(g), np.shape(scale)))
+    xp = array_module(scale, g)
+    scale = xp.asarray(scale)
+    shape = g.shape if hasattr(g, "shape") else np.shape(g)
+    return xp.broadcast_to(scale, np.broadcast_shapes(shape, scale.shape))
+
+
+def _host(x):
+    """``x`` on the host (error messages only)."""
+    return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
+
+
+def piecewise_polynomial(breaks, coeffs, v):
+    """Evaluate a piecewise polynomial in SciPy's ``PPoly`` form at ``v``, with the array
+    module of ``v``: on ``[breaks[i], breaks[i+1]]`` it is ``sum_j coeffs[j, i] (v -
+    breaks[i])**(k-1-j)``, extended beyond the ends by the first and last pieces (Horner's rule).
+
+    >>> from scipy.interpolate import PchipInterpolator
+    >>> f = PchipInterpolator([0.0, 1.0, 2.0], [0.0, 1.0, 4.0])
+    >>> x = np.array([-0.5, 0.3, 1.0, 1.7, 2.5])
+    >>> bool(np.allclose(piecewise_polynomial(f.x, f.c, x), f(x), rtol=1e-14, atol=0))
+    True
+    """
+    xp = array_module(v)
+    breaks, coeffs = xp.asarray(breaks), xp.asarray(coeffs)
+    i = xp.clip(xp.searchsorted(breaks, v, side="right") - 1, 0, coeffs.shape[1] - 1)
+    d = v - breaks[i]
+    out = coeffs[0, i]
+    for j in range(1, coeffs.shape[0]):
+        out = out * d + coeffs[j, i]
+    return out
 
 
 def _fmt(x: float) -> str:
@@ -135,6 +171,14 @@ class _Model:
                 ) from None
             new[name] = full.reshape(batch, m * n)
         return dataclasses.replace(self, **new)
+
+    def with_params(self, **params):
+        """A copy with the per-cell parameters ``params`` replaced, without validation: for
+        arrays derived from this model's validated ones (rows selected, or moved to a GPU)."""
+        new = copy.copy(self)
+        for name, value in params.items():
+            object.__setattr__(new, name, value)
+        return new
 
     def take(self, idx):
         """After :meth:`expand`, select batch entries: parameters become ``param[idx]``
@@ -201,7 +245,8 @@ class Linear(_Memristor):
 
     def conductance(self, v, g):
         """Return ``dI/dV = g`` (S), broadcast to the shape of ``g * v``."""
-        return g * np.ones_like(v)
+        xp = array_module(v, g)
+        return g * xp.ones_like(v)
 
     def voltage_scale(self, g=None):
         """Return ``inf``: no nonlinearity."""
@@ -239,15 +284,17 @@ class Sinh(_Memristor):
 
     def current(self, v, g):
         """Return the current ``(g / a) sinh(a v)`` (A)."""
-        return (g / self.a) * np.sinh(self.a * v)
+        xp = array_module(v, g, self.a)
+        return (g / self.a) * xp.sinh(self.a * v)
 
     def conductance(self, v, g):
         """Return ``dI/dV = g cosh(a v)`` (S)."""
-        return g * np.cosh(self.a * v)
+        xp = array_module(v, g, self.a)
+        return g * xp.cosh(self.a * v)
 
     def voltage_scale(self, g=None):
         """Return ``1 / a`` (V), broadcast against ``g`` when given."""
-        return _like(1.0 / np.asarray(self.a), g)
+        return _like(1.0 / array_module(self.a).asarray(self.a), g)
 
     def _expressions(self, ab, g, on):
         a = _per_cell(self.a, g.size)
@@ -285,22 +332,24 @@ class AsymmetricSinh(_Memristor):
 
     def _branch(self, v):
         """Return the per-polarity ``(a, k)``: one sinh per cell, the other cannot overflow."""
+        xp = array_module(v, self.a_pos, self.a_neg, self.k_neg)
         pos = v >= 0
-        return np.where(pos, self.a_pos, self.a_neg), np.where(pos, 1.0, self.k_neg)
+        return xp.where(pos, self.a_pos, self.a_neg), xp.where(pos, 1.0, self.k_neg)
 
     def current(self, v, g):
         """Return the current (A), branch chosen by the sign of ``v``."""
         a, k = self._branch(v)
-        return k * (g / a) * np.sinh(a * v)
+        return k * (g / a) * array_module(a).sinh(a * v)
 
     def conductance(self, v, g):
         """Return ``dI/dV`` (S); at ``v == 0`` the ``V >= 0`` branch, ``g``."""
         a, k = self._branch(v)
-        return k * g * np.cosh(a * v)
+        return k * g * array_module(a).cosh(a * v)
 
     def voltage_scale(self, g=None):
         """Return ``1 / max(a_pos, a_neg)`` (V), broadcast against ``g`` when given."""
-        return _like(1.0 / np.maximum(self.a_pos, self.a_neg), g)
+        xp = array_module(self.a_pos, self.a_neg)
+        return _like(1.0 / xp.maximum(self.a_pos, self.a_neg), g)
 
     def _expressions(self, ab, g, on):
         ap, an, kn = (_per_cell(p, g.size) for p in (self.a_pos, self.a_neg, self.k_neg))
@@ -355,16 +404,17 @@ class StanfordPKU(_Memristor):
 
     def gap(self, g):
         """Return the gap ``g0 ln(i0 / (g v0))`` (m): inf for g == 0, NaN for g < 0."""
+        xp = array_module(g, self.i0, self.v0, self.g0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return self.g0 * np.log(np.divide(self.i0, np.multiply(g, self.v0)))
+            return self.g0 * xp.log(xp.divide(self.i0, xp.multiply(g, self.v0)))
 
     def _checked_gap(self, g):
         gap = self.gap(g)
         bad = ~((gap >= self.gap_min) & (gap <= self.gap_max))
-        if np.any(bad):
-            arrs = np.broadcast_arrays(
-                gap, g, self.gap_min, self.gap_max, self.i0, self.v0, self.g0
-            )
+        if bool(bad.any()) if hasattr(bad, "any") else bool(bad):
+            arrs = np.broadcast_arrays(*(_host(x) for x in (
+                gap, g, self.gap_min, self.gap_max, self.i0, self.v0, self.g0)))
+            bad = _host(bad)
             idx = np.unravel_index(np.flatnonzero(bad)[0], bad.shape)
             gp, gv, lo, hi, i0, v0, g0 = (float(x[idx]) for x in arrs)
             where = f" at index {tuple(int(k) for k in idx)}" if bad.ndim else ""
@@ -377,15 +427,17 @@ class StanfordPKU(_Memristor):
 
     def current(self, v, g):
         """Return the current ``i0 exp(-gap(g) / g0) sinh(v / v0)`` (A)."""
-        return self.i0 * np.exp(-self._checked_gap(g) / self.g0) * np.sinh(v / self.v0)
+        xp = array_module(v, g, self.i0, self.v0, self.g0)
+        return self.i0 * xp.exp(-self._checked_gap(g) / self.g0) * xp.sinh(v / self.v0)
 
     def conductance(self, v, g):
         """Return ``dI/dV = i0 exp(-gap(g) / g0) cosh(v / v0) / v0`` (S)."""
-        return self.i0 * np.exp(-self._checked_gap(g) / self.g0) * np.cosh(v / self.v0) / self.v0
+        xp = array_module(v, g, self.i0, self.v0, self.g0)
+        return self.i0 * xp.exp(-self._checked_gap(g) / self.g0) * xp.cosh(v / self.v0) / self.v0
 
     def voltage_scale(self, g=None):
         """Return ``v0`` (V), broadcast against ``g`` when given."""
-        return _like(np.asarray(self.v0), g)
+        return _like(array_module(self.v0).asarray(self.v0), g)
 
     def _expressions(self, ab, g, on):
         gap = _per_cell(self._checked_gap(g), g.size)
@@ -484,16 +536,23 @@ class IVTable(_Memristor):
         object.__setattr__(self, "_scale", np.inf if rate == 0 else float(1.0 / rate))
 
     def _clip(self, v):
-        return np.clip(v, self.v[0], self.v[-1])
+        return array_module(v).clip(v, self.v[0], self.v[-1])
+
+    @staticmethod
+    def _eval(pp, v):
+        """The piecewise polynomial ``pp`` at ``v``: SciPy's evaluation on the host, the same
+        polynomials by :func:`piecewise_polynomial` on a GPU."""
+        xp = array_module(v)
+        return pp(v) if xp is np else piecewise_polynomial(pp.x, pp.c, v)
 
     def current(self, v, g):
         """Return the current ``(g / g_ref) f(v)`` (A), linear beyond the table ends."""
         vc = self._clip(v)
-        return (g / self.g_ref) * (self._f(vc) + self._df(vc) * (v - vc))
+        return (g / self.g_ref) * (self._eval(self._f, vc) + self._eval(self._df, vc) * (v - vc))
 
     def conductance(self, v, g):
         """Return ``dI/dV = (g / g_ref) f'(v)`` (S), the end slopes beyond the table."""
-        return (g / self.g_ref) * self._df(self._clip(v))
+        return (g / self.g_ref) * self._eval(self._df, self._clip(v))
 
     def voltage_scale(self, g=None):
         """Return ``1 / max |f'' / f'|`` over the table (V), broadcast against ``g`` if given.
@@ -583,27 +642,28 @@ class Level1(_Model):
         di_dvd, di_dvs : ndarray
             Partial derivatives of ``i`` (S) with respect to ``vd`` and ``vs``, gate held fixed.
         """
+        xp = array_module(vd, vs, vg, self.vto, self.kp, self.w, self.l, self.lambda_)
         vds = vd - vs
         forward = vds >= 0
-        vds_m = np.abs(vds)  # vds' = mode * vds
+        vds_m = xp.abs(vds)  # vds' = mode * vds
         # vgs' = vg - vs forward, vg - vd reverse: the gate against the lower of the two ends.
         # Cutoff (vgst <= 0) is exactly zero: with vgst clamped at 0 every expression below is 0
         # (a NaN voltage stays NaN).
-        vgst = np.maximum(vg - np.minimum(vd, vs) - self.vto, 0.0)
+        vgst = xp.maximum(vg - xp.minimum(vd, vs) - self.vto, 0.0)
         beta = self.kp * self.w / self.l
         betap = beta * (1.0 + self.lambda_ * vds_m)
         # One expression for both regions: u = vds' in the linear region, vgst in saturation, so
         # Id = beta' u (vgst - u/2) is beta' vds'(vgst - vds'/2) there and beta'/2 vgst^2 here;
         # gm = beta' u; gds = beta'(vgst - u) + lambda beta u (vgst - u/2).
-        u = np.minimum(vgst, vds_m)
+        u = xp.minimum(vgst, vds_m)
         h = u * (vgst - 0.5 * u)
         ids = betap * h
         gm = betap * u
         gds = betap * (vgst - u) + (self.lambda_ * beta) * h
         # Forward: i = Id(vg - vs, vd - vs). Reverse: i = -Id(vg - vd, vs - vd).
-        i = np.where(forward, ids, -ids)
-        di_dvd = np.where(forward, gds, gm + gds)
-        di_dvs = np.where(forward, -gm - gds, -gds)
+        i = xp.where(forward, ids, -ids)
+        di_dvd = xp.where(forward, gds, gm + gds)
+        di_dvs = xp.where(forward, -gm - gds, -gds)
         return i, di_dvd, di_dvs
 
     def spice(self, names, d, gate, s, model_name_prefix: str = "nmos") -> list[str]:

@@ -1,4 +1,11 @@
-"""``solve`` and ``transfer_matrix``: the public entry points of the engine."""
+"""``solve`` and ``transfer_matrix``: the public entry points of the engine.
+
+Both pick the array backend once (:func:`circuitsim.backend.resolve`, from ``backend=`` or the
+input arrays) and pass it down: on the device path every plan is copied to the backend
+(:func:`circuitsim.mna.on_backend`) and solved in batches of tiles and input vectors sized to the
+device's free memory (:func:`circuitsim.memory.device_batch`). Results are numpy arrays unless the
+input voltages were a cupy array (then cupy arrays, on the same device).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +23,10 @@ from circuitsim.netlist import Tile
 
 from . import factor
 from .audit import audit, node_name
+from .backend import array_module, is_device_array, resolve
 from .linear import solve_linear_plan
-from .memory import check_solve_memory
-from .mna import tile_plans
+from .memory import check_result_memory, check_solve_memory, device_batch
+from .mna import on_backend, tile_plans
 from .newton import MODES, solve_newton
 from .power import Power, read_power
 from .result import ConvergenceError, Solution
@@ -72,9 +80,13 @@ def _check_tile(function: str, tile) -> None:
         )
 
 
-def _linear_options(solver, reltol, abstol, on_fail, solver_options) -> dict:
+def _linear_options(solver, reltol, abstol, on_fail, solver_options, backend=None) -> dict:
     """Validate the options every solve takes; returns the iterative solver's options."""
     solvers.get_solver(solver)
+    if backend is not None and backend.device_path and solver == "cholmod":
+        raise ValueError(f"solver='cholmod' runs on the CPU only; with backend={backend.name!r} "
+                         "use 'direct' (cuDSS, or SuperLU where nvmath-python is absent), "
+                         "'superlu', 'cg' or 'dense'")
     _check_positive("reltol", reltol, upper=1.0)
     _check_positive("abstol", abstol)
     if on_fail not in ("raise", "mask"):
@@ -125,7 +137,7 @@ class _NewtonOptions:
                             f"{type(self.progress).__name__}")
 
 
-_VALID = ("solver", "reltol", "abstol", "on_fail", "solver_options", "voltages",
+_VALID = ("solver", "reltol", "abstol", "on_fail", "solver_options", "voltages", "backend",
           *(f.name for f in dataclasses.fields(_NewtonOptions)))
 
 
@@ -143,10 +155,10 @@ class _Results:
 
 
 def _fail(tile_idx, K, plan, res, worst, why, error, reltol, abstol, s,
-          solver: str) -> ConvergenceError:
+          solver: str, input0: int = 0) -> ConvergenceError:
     """The error for the failing system ``s`` of one plan; ``why`` is Newton's reason or ''."""
     node = node_name(plan, int(worst[s]))
-    tile_s, input_s = int(tile_idx[s]), int(s % K)
+    tile_s, input_s = int(tile_idx[s]), int(s % K) + input0
     if not why and error[s] > reltol:
         cause = (f"the iterative solver {solver!r} stopped short of it (solver_options rtol, "
                  "maxiter)" if solver in _SOLVER_OPTIONS else
@@ -165,72 +177,136 @@ def _fail(tile_idx, K, plan, res, worst, why, error, reltol, abstol, s,
 
 def _solve_all(tile: Tile, vk: np.ndarray, *, solver: str, reltol: float, abstol: float,
                on_fail: str, options: dict, newton: _NewtonOptions,
-               voltages: bool = True) -> _Results:
-    """Solve every tile and input for fixed voltages ``vk`` ``(B, K, n_fixed)``."""
+               voltages: bool = True, backend=None, out_xp=np) -> _Results:
+    """Solve every tile and input for fixed voltages ``vk`` ``(B, K, n_fixed)`` (host).
+
+    ``backend``: where to compute (None: the CPU); ``out_xp``: the array module of the results.
+    """
+    backend = resolve("numpy") if backend is None else backend
     B, K, nk = vk.shape
     circuit = tile.circuit
     out = _Results(
-        v_nodes=np.empty((B, K, circuit.n_nodes)) if voltages else None,
-        i_fixed=np.empty((B, K, nk)), residual=np.empty((B, K)),
+        v_nodes=out_xp.empty((B, K, circuit.n_nodes)) if voltages else None,
+        i_fixed=out_xp.empty((B, K, nk)), residual=np.empty((B, K)),
         converged=np.empty((B, K), dtype=bool), iterations=np.ones((B, K), dtype=np.int64),
         error=np.zeros((B, K)),
     )
+    move = backend.to_host if out_xp is np else out_xp.asarray
     methods = set()
-    for plan in tile_plans(tile):
-        tiles = plan.tiles
-        tile_idx = np.repeat(tiles, K)
-        v_red, why = None, np.full(len(tile_idx), "", dtype=object)
-        its = np.ones(len(tile_idx), dtype=np.int64)
-        by_transfer = None
-        if (tile.is_linear and not voltages and K >= OUTPUTS_BY_TRANSFER_FROM
-                and solver == "direct" and solvers.cholmod_available() and plan.n_free):
-            by_transfer = transfer_outputs(plan, vk[tiles], reltol=reltol, abstol=abstol)
-        if by_transfer is not None:
-            fixed, tile_error = by_transfer
-            v_plan, method = None, "cholmod (transfer matrix)"
-            res = np.full(len(tile_idx), np.nan)  # no per-input solution is formed
-            ok = np.ones(len(tile_idx), dtype=bool)
-            worst = np.zeros(len(tile_idx), dtype=np.int64)
-            error = np.repeat(tile_error, K)
-        elif tile.is_linear:
-            lr = solve_linear_plan(plan, vk[tiles], solver=solver, options=options,
-                                   reltol=reltol, abstol=abstol, voltages=voltages)
-            v_plan, fixed, res, ok, worst, error = (
-                lr.v_nodes, lr.fixed, lr.residual.ravel(), lr.ok.ravel(), lr.worst.ravel(),
-                lr.error.ravel())
-            method = lr.method + (" + refinement" if lr.refined.any() else "")
-        else:
-            v_red, its, method, error, why, res, ok, worst, fixed = _solve_nonlinear(
-                plan, vk[tiles].reshape(len(tiles) * K, nk), tile_idx, solver=solver,
-                reltol=reltol, abstol=abstol, options=options, newton=newton)
-        methods.add(method)
-        if not ok.all():
-            bad = np.flatnonzero(~ok)
-            s = int(bad[np.argmax(np.where(error[bad] > reltol, np.inf, res[bad]))])
-            exc = _fail(tile_idx, K, plan, res, worst, why[s], error, reltol, abstol, s, solver)
-            if on_fail == "raise":
-                raise exc
-            warnings.warn(f"{len(bad)} of {len(ok)} systems failed (masked); the worst: {exc}",
-                          RuntimeWarning, stacklevel=3)
-        if voltages:
-            out.v_nodes[tiles] = (v_plan if v_red is None
-                                  else plan.expand_voltages(v_red).reshape(len(tiles), K, -1))
-        out.i_fixed[tiles] = fixed.reshape(len(tiles), K, nk)
-        out.residual[tiles] = res.reshape(len(tiles), K)
-        out.converged[tiles] = ok.reshape(len(tiles), K)
-        out.iterations[tiles] = its.reshape(len(tiles), K)
-        out.error[tiles] = error.reshape(len(tiles), K)
-    out.method = ", ".join(sorted(methods))
+    for host_plan in tile_plans(tile):
+        plan = on_backend(host_plan, backend)
+        for tiles, ks in _batches(plan, tile, K, voltages, newton, backend):
+            try:
+                part = _solve_batch(dataclasses.replace(plan, tiles=tiles),
+                                    backend.to_device(vk[tiles][:, ks]), tile=tile,
+                                    solver=solver, reltol=reltol, abstol=abstol, options=options,
+                                    newton=newton, voltages=voltages, backend=backend)
+            except backend.oom_errors as exc:
+                if not backend.device_path:
+                    raise
+                raise MemoryError(
+                    f"out of GPU memory solving a batch of {len(tiles)} tile(s) x "
+                    f"{ks.stop - ks.start} input vector(s) ({plan.n_free} unknowns per tile, "
+                    f"{backend.device}): {exc}. The batch was sized from an estimate of the free "
+                    "GPU memory; free memory held elsewhere (other processes, arrays kept "
+                    "alive) or solve fewer tiles or input vectors per call") from exc
+            methods.add(part.method)
+            _check(part, tiles, ks, host_plan, reltol, abstol, on_fail, solver)
+            sel = (out_xp.asarray(tiles) if out_xp is not np else tiles, ks)
+            if voltages:
+                out.v_nodes[sel] = move(part.v_nodes)
+            out.i_fixed[sel] = move(part.fixed)
+            out.residual[tiles, ks] = part.residual
+            out.converged[tiles, ks] = part.ok
+            out.iterations[tiles, ks] = part.iterations
+            out.error[tiles, ks] = part.error
+    out.method = backend.label(", ".join(sorted(methods)))
     return out
 
 
+@dataclass
+class _Part:
+    """The results of one batch ``(Bb, Kb, ...)``: voltages and fixed currents on the backend,
+    the per-system diagnostics on the host."""
+
+    v_nodes: object
+    fixed: object
+    residual: np.ndarray
+    ok: np.ndarray
+    worst: np.ndarray
+    error: np.ndarray
+    iterations: np.ndarray
+    why: np.ndarray
+    method: str
+
+
+def _batches(plan, tile, K: int, voltages: bool, newton: _NewtonOptions, backend):
+    """``(tiles, inputs)`` of each batch: all tiles and inputs of the plan on the CPU; on a device
+    as many as fit in its free memory (:func:`circuitsim.memory.device_batch`)."""
+    tiles = plan.tiles
+    if not backend.device_path:
+        yield tiles, slice(0, K)
+        return
+    free = backend.free_bytes()
+    if free is None:
+        per_tiles, per_k = len(tiles), K
+    else:
+        per_tiles, per_k = device_batch(
+            n_free=plan.n_free, n_fixed=plan.n_fixed, n_branches=len(plan.a),
+            n_nodes=tile.circuit.n_nodes, tiles=len(tiles), K=K,
+            nonlinear=not tile.is_linear, direct=newton.mode == "newton", voltages=voltages,
+            free_bytes=free, device=backend.device)
+    for t0 in range(0, len(tiles), per_tiles):
+        for k0 in range(0, K, per_k):
+            yield tiles[t0 : t0 + per_tiles], slice(k0, min(k0 + per_k, K))
+
+
+def _solve_batch(plan, vk, *, tile, solver, reltol, abstol, options, newton, voltages,
+                 backend) -> _Part:
+    """Solve the plan's tiles (``plan.tiles``) for fixed voltages ``vk`` ``(Bb, Kb, n_fixed)``
+    on the plan's backend."""
+    tiles = plan.tiles
+    Bb, K, nk = vk.shape
+    host = backend.to_host
+    S = Bb * K
+    tile_idx = np.repeat(tiles, K)
+    why = np.full(S, "", dtype=object)
+    its = np.ones(S, dtype=np.int64)
+    by_transfer = None
+    if (tile.is_linear and not voltages and K >= OUTPUTS_BY_TRANSFER_FROM
+            and solver == "direct" and solvers.cholmod_available() and plan.n_free
+            and not backend.device_path):
+        by_transfer = transfer_outputs(plan, vk, reltol=reltol, abstol=abstol)
+    if by_transfer is not None:
+        fixed, tile_error = by_transfer
+        return _Part(None, fixed, np.full((Bb, K), np.nan), np.ones((Bb, K), dtype=bool),
+                     np.zeros((Bb, K), dtype=np.int64), np.repeat(tile_error[:, None], K, axis=1),
+                     its.reshape(Bb, K), why.reshape(Bb, K), "cholmod (transfer matrix)")
+    if tile.is_linear:
+        lr = solve_linear_plan(plan, vk, solver=solver, options=options, reltol=reltol,
+                               abstol=abstol, voltages=voltages)
+        method = lr.method + (" + refinement" if bool(lr.refined.any()) else "")
+        return _Part(lr.v_nodes, lr.fixed, host(lr.residual), host(lr.ok), host(lr.worst),
+                     host(lr.error), its.reshape(Bb, K), why.reshape(Bb, K), method)
+    v, fixed, res, ok, worst, error, its, why, method = _solve_nonlinear(
+        plan, vk.reshape(S, nk), tile_idx, solver=solver, reltol=reltol, abstol=abstol,
+        options=options, newton=newton, backend=backend)
+    v_nodes = plan.expand_voltages(v).reshape(Bb, K, -1) if voltages else None
+    return _Part(v_nodes, fixed.reshape(Bb, K, nk), res.reshape(Bb, K), ok.reshape(Bb, K),
+                 worst.reshape(Bb, K), error.reshape(Bb, K), its.reshape(Bb, K),
+                 why.reshape(Bb, K), method)
+
+
 def _solve_nonlinear(plan, vk, tile_idx, *, solver, reltol, abstol, options,
-                     newton: _NewtonOptions):
-    """Newton and the KCL audit on the systems of one plan, in chunks of at most about
-    :data:`circuitsim.factor.NEWTON_ENTRIES` entries of branch and node arrays, so that memory
-    stays bounded whatever the number of input vectors; ``max_time`` holds for all chunks."""
+                     newton: _NewtonOptions, backend):
+    """Newton and the KCL audit on the systems ``vk`` ``(S, n_fixed)`` of one plan, in chunks of
+    at most about :data:`circuitsim.factor.NEWTON_ENTRIES` entries of branch and node arrays
+    (on the CPU), so that memory stays bounded whatever the number of input vectors; a device
+    batch is already sized to its memory. ``max_time`` holds for all chunks together."""
     S = len(vk)
-    per = max(1, factor.NEWTON_ENTRIES // (len(plan.a) + plan.n_free + plan.n_fixed))
+    host, xp = backend.to_host, backend.xp
+    per = S if backend.device_path else max(
+        1, factor.NEWTON_ENTRIES // (len(plan.a) + plan.n_free + plan.n_fixed))
     start = time.perf_counter()
     parts, methods = [], set()
     for c0 in range(0, S, per):
@@ -242,11 +318,34 @@ def _solve_nonlinear(plan, vk, tile_idx, *, solver, reltol, abstol, options,
                           abstol=abstol, options=options, **kw)
         res, ok, worst, fixed = audit(plan, nr.v, tile_idx[rows], reltol, abstol,
                                       models=nr.models)
-        ok &= nr.why == ""  # systems Newton gave up on, or that ran out of max_time
-        parts.append((nr.v, nr.iterations, nr.error, nr.why, res, ok, worst, fixed))
+        ok = host(ok) & (nr.why == "")  # systems Newton gave up on, or out of max_time
+        parts.append((nr.v, fixed, host(res), ok, host(worst), nr.error, nr.iterations,
+                      nr.why))
         methods.add(nr.method)
-    v_red, its, error, why, res, ok, worst, fixed = (np.concatenate(x) for x in zip(*parts))
-    return v_red, its, "+".join(sorted(methods)), error, why, res, ok, worst, fixed
+    if len(parts) == 1:
+        out = parts[0]
+    else:
+        out = [(xp if k < 2 else np).concatenate(x) for k, x in enumerate(zip(*parts))]
+    return (*out, "+".join(sorted(methods)))
+
+
+def _check(part: _Part, tiles, ks, plan, reltol, abstol, on_fail, solver) -> None:
+    """Raise (or warn, with ``on_fail="mask"``) for the worst failing system of a batch."""
+    ok = part.ok.ravel()
+    if ok.all():
+        return
+    K = part.ok.shape[1]
+    res, error, worst, why = (x.ravel() for x in (part.residual, part.error, part.worst,
+                                                   part.why))
+    bad = np.flatnonzero(~ok)
+    s = int(bad[np.argmax(np.where(error[bad] > reltol, np.inf, res[bad]))])
+    tile_idx = np.repeat(tiles, K)
+    exc = _fail(tile_idx, K, plan, res, worst, why[s], error, reltol, abstol, s, solver,
+                input0=ks.start)
+    if on_fail == "raise":
+        raise exc
+    warnings.warn(f"{len(bad)} of {len(ok)} systems failed (masked); the worst: {exc}",
+                  RuntimeWarning, stacklevel=4)
 
 
 def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
@@ -254,7 +353,7 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
           voltages: bool = True, mode: str = "newton-krylov", vntol: float = 1e-12,
           max_iter: int = 100, max_step: float = 1.0, krylov_rtol: float = 1e-10,
           krylov_maxiter: int = 40, gmin_stepping: bool = True, source_stepping: bool = True,
-          progress=None, max_time: float | None = None, **unknown) -> Solution:
+          progress=None, max_time: float | None = None, backend=None, **unknown) -> Solution:
     """Solve a tile (or batch of tiles) for input voltages ``v_in``.
 
     Parameters
@@ -262,7 +361,8 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
     tile : Tile
         From :func:`circuitsim.crossbar`.
     v_in : array_like, (m,), (K, m) or, for a batched tile, (B, K, m)
-        Word-line driver voltages (V).
+        Word-line driver voltages (V): numpy or cupy (with a cupy array the results are cupy
+        arrays too, and the GPU computes them unless ``backend`` says otherwise).
     solver : str
         Linear solver (see :mod:`circuitsim.solvers`): ``"direct"`` (CHOLMOD where installed for
         symmetric systems, else SuperLU), ``"superlu"``, ``"cholmod"``, ``"cg"`` or ``"dense"``.
@@ -305,6 +405,12 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
     max_time : float, optional
         Seconds allowed for the nonlinear solve; systems not converged by then fail (raise, or
         masked with ``on_fail="mask"``), the error saying how far they got.
+    backend : {None, "numpy", "cupy", "auto"} or Backend
+        Where to compute (:mod:`circuitsim.backend`). None: the GPU for cupy inputs, else the
+        CPU. ``"cupy"``: the GPU, or :class:`~circuitsim.backend.GPUUnavailableError` saying why
+        there is none. ``"auto"``: the GPU when one is usable, else the CPU, saying so in
+        ``method``. On the GPU, ``solver="direct"`` is cuDSS (nvmath-python) or, without it,
+        SuperLU on the host with the solves on the GPU; ``"cholmod"`` is CPU-only.
 
     Returns
     -------
@@ -322,24 +428,35 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
     """
     _reject_unknown("solve", unknown, _VALID)
     _check_tile("solve", tile)
-    options = _linear_options(solver, reltol, abstol, on_fail, solver_options)
+    bk = resolve(backend, v_in)
+    options = _linear_options(solver, reltol, abstol, on_fail, solver_options, bk)
     _check_flag("voltages", voltages)
     newton = _NewtonOptions(mode, vntol, max_iter, max_step, krylov_rtol, krylov_maxiter,
                             gmin_stepping, source_stepping, progress, max_time)
     if not tile.is_linear and solver not in ("direct", "superlu", "cholmod"):
         raise ValueError(f"Newton needs a direct solver for its fallbacks, got solver={solver!r}")
-    v = tile.check_inputs(v_in)
-    check_solve_memory(tile, v.shape[1], voltages)
+    on_device = is_device_array(v_in)
+    v_arr = v_in if on_device else np.asarray(v_in)
+    v = tile.check_inputs(v_in.get() if on_device else v_in)
+    if bk.device_path:
+        check_result_memory(tile, v.shape[1], voltages and not on_device)
+    else:
+        check_solve_memory(tile, v.shape[1], voltages)
     vk = tile.fixed_voltages(v)
     out = _solve_all(tile, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail=on_fail,
-                     options=options, newton=newton, voltages=voltages)
-    return _package(tile, np.asarray(v_in), v, out)
+                     options=options, newton=newton, voltages=voltages, backend=bk,
+                     out_xp=array_module(v_in))
+    return _package(tile, v_arr, v, out)
 
 
 def _package(tile, v_in, v_full, out: _Results) -> Solution:
+    """The :class:`Solution` of ``out``; ``v_in`` as given (its ``ndim`` and array module shape
+    the results), ``v_full`` the validated inputs ``(B, K, m)`` (host)."""
     m, n = tile.m, tile.n
     B, K = out.i_fixed.shape[:2]
     mn = m * n
+    xp = array_module(v_in)
+    diag = (lambda x: x) if xp is np else xp.asarray  # per-system diagnostics where i_out is
 
     def shape(x):
         if not tile.batched:
@@ -359,9 +476,12 @@ def _package(tile, v_in, v_full, out: _Results) -> Solution:
             v_int = v_nodes[..., 2 * mn : 3 * mn].reshape(grid)
     i_out, i_source = -out.i_fixed[..., m:], out.i_fixed[..., :m]
 
-    def power():
-        p = read_power(tile, v_full, v_wl, v_bl, v_int, i_source, i_out)
-        return Power(*(shape(getattr(p, f.name)) for f in dataclasses.fields(p)))
+    def power():  # on the host: a read-out of the solution, not part of the solve
+        def host(x):
+            return None if x is None else (x.get() if is_device_array(x) else x)
+
+        p = read_power(tile, v_full, *(host(x) for x in (v_wl, v_bl, v_int, i_source, i_out)))
+        return Power(*(diag(shape(getattr(p, f.name))) for f in dataclasses.fields(p)))
 
     return Solution(
         i_out=shape(i_out),
@@ -369,11 +489,11 @@ def _package(tile, v_in, v_full, out: _Results) -> Solution:
         v_bl=None if v_bl is None else shape(v_bl),
         v_int=None if v_int is None else shape(v_int),
         i_source=shape(i_source),
-        residual=shape(out.residual),
-        converged=shape(out.converged),
-        iterations=shape(out.iterations),
+        residual=diag(shape(out.residual)),
+        converged=diag(shape(out.converged)),
+        iterations=diag(shape(out.iterations)),
         method=out.method,
-        error=shape(out.error),
+        error=diag(shape(out.error)),
         _power=power if v_nodes is not None else None,
     )
 
@@ -405,7 +525,7 @@ class TransferInfo:
 
 
 def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
-                    abstol: float = 1e-15, full_output: bool = False, **unknown):
+                    abstol: float = 1e-15, full_output: bool = False, backend=None, **unknown):
     """The exact linear map from inputs to outputs of a linear tile: ``i_out = T @ v_in``.
 
     Obtained from the Schur complement of the tile's matrix onto its boundary (the unknowns
@@ -430,6 +550,10 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
     full_output : bool
         Also return a :class:`TransferInfo` saying which path each tile took and how well it
         checked.
+    backend : {None, "numpy", "cupy", "auto"} or Backend
+        As for :func:`solve` (None: the CPU). On a GPU ``T`` comes from ``m`` refined solves of
+        one block-diagonal factorisation per batch of tiles (the Schur path needs CHOLMOD);
+        ``T`` is returned as a numpy array either way.
 
     Returns
     -------
@@ -444,9 +568,11 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
     >>> float(T[0, 0])  # one cell: 1 / (1 kohm + 1 kohm)
     0.0005
     """
-    _reject_unknown("transfer_matrix", unknown, ("solver", "reltol", "abstol", "full_output"))
+    _reject_unknown("transfer_matrix", unknown,
+                    ("solver", "reltol", "abstol", "full_output", "backend"))
     _check_tile("transfer_matrix", tile)
-    options = _linear_options(solver, reltol, abstol, "raise", None)
+    bk = resolve(backend)
+    options = _linear_options(solver, reltol, abstol, "raise", None, bk)
     _check_flag("full_output", full_output)
     if not tile.is_linear:
         raise ValueError("transfer_matrix needs a linear tile (no access transistor, linear device)")
@@ -463,7 +589,10 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
     check_error = np.full(B, np.nan)
     error = np.zeros(B)
     todo = np.ones(B, dtype=bool)
-    if solver == "direct" and solvers.cholmod_available():
+    if bk.device_path:
+        reason[:] = (f"backend {bk.name!r} ({bk.device}) takes the solves path: the Schur "
+                     "path needs CHOLMOD on the CPU")
+    elif solver == "direct" and solvers.cholmod_available():
         check = np.random.default_rng(0).uniform(-1.0, 1.0, (B, m + n))
         check[:, m:] = 0.0
         for plan in tile_plans(tile):
@@ -493,7 +622,8 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
         reason[:] = ("CHOLMOD (scikit-sparse) is not installed" if solver == "direct"
                      else f"solver={solver!r} was asked for")
     if todo.any():
-        T[todo], error[todo] = _transfer_by_solves(tile, todo, solver, options, reltol, abstol)
+        T[todo], error[todo] = _transfer_by_solves(tile, todo, solver, options, reltol, abstol,
+                                                   bk)
     T = T if tile.batched else T[0]
     if not full_output:
         return T
@@ -501,12 +631,13 @@ def transfer_matrix(tile: Tile, *, solver: str = "direct", reltol: float = 1e-9,
     return T, info
 
 
-def _transfer_by_solves(tile: Tile, which: np.ndarray, solver, options, reltol, abstol):
+def _transfer_by_solves(tile: Tile, which: np.ndarray, solver, options, reltol, abstol,
+                        backend=None):
     """``T`` of the tiles ``which`` from ``m`` unit right-hand sides through the linear path."""
     m, n = tile.m, tile.n
     sub = tile.select(np.flatnonzero(which))
     eye = np.broadcast_to(np.eye(m), (sub.batch, m, m))
     vk = np.concatenate([eye, np.zeros((sub.batch, m, n))], axis=2)
     out = _solve_all(sub, vk, solver=solver, reltol=reltol, abstol=abstol, on_fail="raise",
-                     options=options, newton=_NewtonOptions(), voltages=False)
+                     options=options, newton=_NewtonOptions(), voltages=False, backend=backend)
     return np.ascontiguousarray(-out.i_fixed[..., m:].transpose(0, 2, 1)), out.error.max(axis=1)

@@ -3,22 +3,25 @@
 Used by Newton-Krylov: every (tile, input) system has its own Jacobian, all share one sparsity
 pattern and are preconditioned by the factorisation of their tile's linearised matrix. Vectors are
 ``(N, S)`` arrays, one column per system; every system has its own scalars and stops updating
-once it meets its tolerance.
+once it meets its tolerance. The arrays may be numpy or cupy (the module of ``b`` is used).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .backend import array_module
+
 __all__ = ["bicgstab_many"]
 
 
 def _dot(x, y):
-    return np.einsum("ij,ij->j", x, y)
+    return array_module(x).einsum("ij,ij->j", x, y)
 
 
 def _ratio(num, den, active):
-    return np.where(active, num / np.where(active & (den != 0), den, 1.0), 0.0)
+    xp = array_module(num, den)
+    return xp.where(active, num / xp.where(active & (den != 0), den, 1.0), 0.0)
 
 
 def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
@@ -43,20 +46,22 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
     converged : ndarray of bool, (S,)
     iterations : int
     """
+    xp = array_module(b)
     S = b.shape[1]
-    x = np.zeros_like(b)
+    x = xp.zeros_like(b)
     r = b.copy()
     r0 = b.copy()
-    target = rtol * np.sqrt(_dot(b, b))
-    active = np.sqrt(_dot(r, r)) > target
-    rho = alpha = omega = np.ones(S)
-    v = np.zeros_like(b)
-    p = np.zeros_like(b)
+    target = rtol * xp.sqrt(_dot(b, b))
+    active = xp.sqrt(_dot(r, r)) > target
+    rho = alpha = omega = xp.ones(S)
+    v = xp.zeros_like(b)
+    p = xp.zeros_like(b)
+    everyone = xp.ones(S, dtype=bool)
     it = 0
-    while active.any() and it < maxiter:
+    while bool(active.any()) and it < maxiter:
         it += 1
         a = active
-        every = a.all()
+        every = bool(a.all())
         cols = slice(None) if every else a
         rho_new = _dot(r0, r)
         beta = _ratio(rho_new, rho, a) * _ratio(alpha, omega, a)
@@ -70,17 +75,18 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
             p[:, cols] = r[:, cols] + beta[cols] * (p[:, cols] - omega[cols] * v[:, cols])
         phat = precond(p[:, cols], a)
         v[:, cols] = matvec(phat, a)
-        alpha = np.where(a, _ratio(rho_new, _dot(r0, v), a), alpha)
+        alpha = xp.where(a, _ratio(rho_new, _dot(r0, v), a), alpha)
         s = v[:, cols] * alpha[cols]
-        np.subtract(r[:, cols], s, out=s)
+        xp.subtract(r[:, cols], s, out=s)
         shat = precond(s, a)
         t = matvec(shat, a)
-        omega_a = _ratio(_dot(t, s), _dot(t, t), np.ones(s.shape[1], dtype=bool))
+        omega_a = _ratio(_dot(t, s), _dot(t, t), everyone if every else xp.ones(s.shape[1],
+                                                                                  dtype=bool))
         phat *= alpha[cols]
         shat *= omega_a
         phat += shat
         t *= omega_a
-        np.subtract(s, t, out=s)  # s is now the new residual
+        xp.subtract(s, t, out=s)  # s is now the new residual
         if every:
             x += phat
             r = s
@@ -89,14 +95,14 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
             r[:, cols] = s
         omega = omega.copy()
         omega[cols] = omega_a
-        rho = np.where(a, rho_new, rho)
-        res = np.sqrt(_dot(r, r))
-        breakdown = a & ((omega == 0) | ~np.isfinite(res))
+        rho = xp.where(a, rho_new, rho)
+        res = xp.sqrt(_dot(r, r))
+        breakdown = a & ((omega == 0) | ~xp.isfinite(res))
         active = a & (res > target) & ~breakdown
     # The recursively updated residual can drift from the true one: judge by the true residual,
     # allowing it twice the target.
-    final = matvec(x, np.ones(S, dtype=bool))
-    np.subtract(b, final, out=final)
-    residual = np.sqrt(_dot(final, final))
-    converged = np.isfinite(residual) & (residual <= 2.0 * target)
+    final = matvec(x, everyone)
+    xp.subtract(b, final, out=final)
+    residual = xp.sqrt(_dot(final, final))
+    converged = xp.isfinite(residual) & (residual <= 2.0 * target)
     return x, converged, it

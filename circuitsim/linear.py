@@ -22,7 +22,11 @@ solution is then checked twice:
   last correction is below ``reltol / 10`` of its largest fixed voltage; a system that does not
   get there fails with its estimate.
 
-The currents at the fixed nodes come from :meth:`Plan.fixed_operator`, one sparse product.
+The currents at the fixed nodes come from :meth:`Plan.fixed_operators`, one sparse product.
+
+Everything here runs on the plan's backend (numpy, or cupy for a GPU plan): the arrays are made
+with the plan's array module and the random sketch weights are drawn on the host (the same numbers
+on either backend).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .branches import branch_values
 from . import factor
+from .backend import array_module
+from .branches import branch_values
 from .factor import linear_solver
 from .mna import Plan
 
@@ -72,23 +77,29 @@ class _Chunk:
 
     def __init__(self, plan: Plan, p, q, solver: str, options: dict):
         self.plan, self.p, self.c = plan, p, len(p)
-        nf, nk = plan.n_free, plan.n_fixed
-        Q = plan.fixed_operator(p)  # (c nk, c n_red), columns per tile: free, fixed
-        cols = np.arange(self.c * (nf + nk)).reshape(self.c, nf + nk)
-        self.Q_f, self.Q_k = Q[:, cols[:, :nf].ravel()], Q[:, cols[:, nf:].ravel()]
+        xp, _ = plan.modules()
+        nf = plan.n_free
+        # (c nk, c nf) and (c nk, c nk): the currents at the fixed nodes from the unknowns and
+        # from the fixed voltages, block-diagonal over the chunk's tiles
+        self.Q_f, self.Q_k = plan.fixed_operators(p)
         if nf:
-            J = plan.jacobian(p, q)
+            J = factor.block_matrix(plan, plan.data(p, q))
             self.C = plan.coupling(p, q)
             self.lin = linear_solver(plan, J, solver, options)
             self.direct = solver in ("direct", "superlu", "cholmod", "dense")
             # J is symmetric: its CSC arrays read as CSR are J itself; CSR products are faster.
-            self.Jr = sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape)
-            self.inv_rowsum = 1.0 / np.asarray(abs(self.Jr).sum(axis=1)).reshape(self.c, nf, 1)
+            self.Jr = (J if J.format == "csr"
+                       else sp.csr_matrix((J.data, J.indices, J.indptr), shape=J.shape))
+            Jr = self.Jr
+            rowsum = type(Jr)((xp.abs(Jr.data), Jr.indices, Jr.indptr), shape=Jr.shape).sum(axis=1)
+            self.inv_rowsum = 1.0 / xp.asarray(rowsum).reshape(self.c, nf, 1)
         # where each circuit node's voltage comes from: an unknown, or a fixed voltage
-        free = plan.node_map < nf
-        self.free_nodes, self.fixed_nodes = np.flatnonzero(free), np.flatnonzero(~free)
-        self.free_from = plan.node_map[free]
-        self.fixed_from = plan.node_map[~free] - nf
+        node_map = plan.node_map if plan.host is None else plan.host.node_map
+        free = node_map < nf
+        to = plan.backend.to_device if plan.backend is not None else np.asarray
+        self.free_nodes, self.fixed_nodes = to(np.flatnonzero(free)), to(np.flatnonzero(~free))
+        self.free_from = to(node_map[free])
+        self.fixed_from = to(node_map[~free] - nf)
 
 
 
@@ -98,17 +109,19 @@ def branch_residual(plan: Plan, p: np.ndarray, x: np.ndarray, vk_stack: np.ndarr
     ``p`` ``(c, E)`` branch conductances of ``c`` tiles, ``x`` ``(c nf, kk)`` their unknown and
     ``vk_stack`` ``(c nk, kk)`` their fixed voltages (tile-major, systems last).
     """
+    xp, _ = plan.modules()
     c = len(p)
     nf, nk = plan.n_free, plan.n_fixed
     kk = x.shape[1]
-    full = np.empty((c, nf + nk, kk))
+    full = xp.empty((c, nf + nk, kk))
     full[:, :nf] = x.reshape(c, nf, kk)
     full[:, nf:] = vk_stack.reshape(c, nk, kk)
     i = full[:, plan.a]
     i -= full[:, plan.b]
     i *= p[:, :, None]
-    r = plan.incidence[:nf] @ i.transpose(1, 0, 2).reshape(len(plan.a), c * kk)
-    return np.ascontiguousarray(r.reshape(nf, c, kk).transpose(1, 0, 2)).reshape(c * nf, kk)
+    inc = plan.maps("incidence")[0]
+    r = inc @ xp.ascontiguousarray(i.transpose(1, 0, 2)).reshape(len(plan.a), c * kk)
+    return xp.ascontiguousarray(r.reshape(nf, c, kk).transpose(1, 0, 2)).reshape(c * nf, kk)
 
 
 def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol):
@@ -118,18 +131,19 @@ def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol):
     ``v_max`` ``(c, kk)``: the largest fixed voltage of each system, which bounds every node
     voltage of a passive linear network (no node lies outside the range of the sources).
     """
+    xp = array_module(x)
     c, nf, kk = ch.c, ch.plan.n_free, x.shape[1]
-    signed = ch.Jr @ x
+    signed = xp.asarray(ch.Jr @ x)
     signed -= rhs
-    r = np.abs(signed)
+    r = xp.abs(signed)
     r3 = r.reshape(c, nf, kk)
     residual = r3.max(axis=1)
     # |J_uv x_v| and |b_u| are at most sum_v |J_uv| max|v|: both fit under 2 rowsum_u max|v|
-    allowed = 2 * reltol * np.where(v_max > 0, v_max, 1.0)
+    allowed = 2 * reltol * xp.where(v_max > 0, v_max, 1.0)
     r3 *= ch.inv_rowsum
     ok = r3.max(axis=1) <= allowed  # without abstol first: one pass less when all pass
-    worst = np.zeros((c, kk), dtype=np.int64)
-    if not ok.all():
+    worst = xp.zeros((c, kk), dtype=np.int64)
+    if not bool(ok.all()):
         r3 -= abstol * ch.inv_rowsum
         ok = r3.max(axis=1) <= allowed
         worst = r3.argmax(axis=1)
@@ -149,37 +163,38 @@ def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng
     (about ``eps |J| |x|``) is at most that of the branch form, so the sketch errs on the safe side
     and costs no extra pass over the block.
     """
+    xp = array_module(x)
     kk = x.shape[1]
     target = REFINE_TARGET * reltol
-    inv = 1.0 / np.where(scale > 0, scale, 1.0)  # (c, kk)
-    steps = np.zeros((c, kk), dtype=np.int64)
+    inv = 1.0 / xp.where(scale > 0, scale, 1.0)  # (c, kk)
+    steps = xp.zeros((c, kk), dtype=np.int64)
     if kk > PROBES:
         # sketch: per tile, random combinations of its scaled residuals
         r = residual(x, slice(None)) if sketch_residual is None else sketch_residual
-        weights = inv[:, :, None] * rng.standard_normal((kk, PROBES))  # (c, kk, P)
-        z = solve(np.matmul(r.reshape(c, nf, kk), weights).reshape(c * nf, PROBES))
-        est = np.abs(z).reshape(c, nf, PROBES).max(axis=(1, 2))  # (c,)
-        if np.all(est <= target) or not refine:
-            return np.repeat(est[:, None], kk, axis=1), steps
-    error = np.zeros((c, kk))
-    active = np.ones((c, kk), dtype=bool)
-    previous = np.full((c, kk), np.inf)
+        weights = inv[:, :, None] * xp.asarray(rng.standard_normal((kk, PROBES)))  # (c, kk, P)
+        z = solve(xp.matmul(r.reshape(c, nf, kk), weights).reshape(c * nf, PROBES))
+        est = xp.abs(z).reshape(c, nf, PROBES).max(axis=(1, 2))  # (c,)
+        if bool(xp.all(est <= target)) or not refine:
+            return xp.repeat(est[:, None], kk, axis=1), steps
+    error = xp.zeros((c, kk))
+    active = xp.ones((c, kk), dtype=bool)
+    previous = xp.full((c, kk), np.inf)
     while True:
-        cols = np.flatnonzero(active.any(axis=0))
+        cols = xp.flatnonzero(active.any(axis=0))
         dx = solve(residual(x[:, cols], cols))
-        size = np.abs(dx).reshape(c, nf, -1).max(axis=1) * inv[:, cols]
+        size = xp.abs(dx).reshape(c, nf, -1).max(axis=1) * inv[:, cols]
         act = active[:, cols]
-        error[:, cols] = np.where(act, size, error[:, cols])
+        error[:, cols] = xp.where(act, size, error[:, cols])
         if not refine:
             break
-        x[:, cols] -= np.where(np.repeat(act, nf, axis=0), dx, 0.0)
+        x[:, cols] -= xp.where(xp.repeat(act, nf, axis=0), dx, 0.0)
         # a first correction within target is the estimate itself, not a needed refinement
         steps[:, cols] += act & ((size > target) | (previous[:, cols] < np.inf))
         # go on with the systems whose corrections are above target and still clearly shrink
         act &= (size > target) & (size <= 0.5 * previous[:, cols])
         previous[:, cols] = size
         active[:, cols] = act
-        if not active.any() or steps.max() >= MAX_REFINE:
+        if not bool(active.any()) or int(steps.max()) >= MAX_REFINE:
             break
     return error, steps
 
@@ -187,44 +202,46 @@ def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng
 def solve_linear_plan(plan: Plan, vk: np.ndarray, *, solver: str, options: dict, reltol: float,
                       abstol: float, voltages: bool = True, seed: int = 0) -> LinearResult:
     """Solve the linear tiles of ``plan`` for fixed voltages ``vk`` ``(Bp, K, n_fixed)``."""
+    xp, _ = plan.modules()
     tiles = plan.tiles
     Bp, K, nk = vk.shape
     nf = plan.n_free
-    bv = branch_values(plan, np.zeros((Bp, nf + nk)), tiles)  # partials do not depend on v
+    bv = branch_values(plan, xp.zeros((Bp, nf + nk)), tiles)  # partials do not depend on v
     res = LinearResult(
-        v_nodes=np.empty((Bp, K, len(plan.node_map))) if voltages else None,
-        fixed=np.empty((Bp, K, nk)), residual=np.zeros((Bp, K)), ok=np.ones((Bp, K), dtype=bool),
-        worst=np.zeros((Bp, K), dtype=np.int64), error=np.zeros((Bp, K)),
-        refined=np.zeros((Bp, K), dtype=np.int64),
+        v_nodes=xp.empty((Bp, K, len(plan.node_map))) if voltages else None,
+        fixed=xp.empty((Bp, K, nk)), residual=xp.zeros((Bp, K)), ok=xp.ones((Bp, K), dtype=bool),
+        worst=xp.zeros((Bp, K), dtype=np.int64), error=xp.zeros((Bp, K)),
+        refined=xp.zeros((Bp, K), dtype=np.int64),
         method="none (every node is fixed)" if not nf else "",
     )
     rng = np.random.default_rng(seed)
-    per_tile = max(1, factor.CHUNK_UNKNOWNS // max(nf, 1))
+    per_tile = max(1, factor.chunk_unknowns(plan) // max(nf, 1))
     for c0 in range(0, Bp, per_tile):
         sel = slice(c0, min(c0 + per_tile, Bp))
         ch = _Chunk(plan, bv.p[sel], bv.q[sel], solver, options)
         c = ch.c
-        per_block = max(1, factor.CHUNK_ENTRIES // (c * max(nf + nk, 1)))
+        per_block = max(1, factor.chunk_entries(plan) // (c * max(nf + nk, 1)))
         for k0 in range(0, K, per_block):
             ks = slice(k0, min(k0 + per_block, K))
             vk_blk = vk[sel, ks]
             kk = vk_blk.shape[1]
-            vk_stack = vk_blk.transpose(0, 2, 1).reshape(c * nk, kk)  # tile-major, systems last
-            f_k = ch.Q_k @ vk_stack
-            x = np.zeros((c * nf, kk))
+            # tile-major, systems last
+            vk_stack = xp.ascontiguousarray(vk_blk.transpose(0, 2, 1)).reshape(c * nk, kk)
+            f_k = xp.asarray(ch.Q_k @ vk_stack)
+            x = xp.zeros((c * nf, kk))
             if nf:
-                rhs = -(ch.C @ vk_stack)
-                x = np.ascontiguousarray(ch.lin.solve(rhs))  # sparse products want C order
+                rhs = xp.asarray(-(ch.C @ vk_stack))
+                x = xp.ascontiguousarray(ch.lin.solve(rhs))  # sparse products want C order
                 res.method = ch.lin.method
-                scale = np.abs(vk_blk).max(axis=2)
+                scale = xp.abs(vk_blk).max(axis=2)
                 residual, ok, worst, signed = _audit(ch, x, rhs, scale, reltol, abstol)
                 error, steps = forward_error(
                     ch.lin.solve,
-                    lambda xs, cols, vs=vk_stack: branch_residual(plan, ch.p, xs, vs[:, cols]),
+                    lambda xs, cols, vs=vk_stack, p=ch.p: branch_residual(plan, p, xs, vs[:, cols]),
                     x, c, nf, scale, reltol, rng, refine=ch.direct, sketch_residual=signed,
                 )
                 del signed
-                if steps.any():  # the audit judges the refined solution
+                if bool(steps.any()):  # the audit judges the refined solution
                     residual, ok, worst, _ = _audit(ch, x, rhs, scale, reltol, abstol)
                 res.residual[sel, ks], res.worst[sel, ks] = residual, worst
                 res.ok[sel, ks] = ok & (error <= reltol)
@@ -235,6 +252,6 @@ def solve_linear_plan(plan: Plan, vk: np.ndarray, *, solver: str, options: dict,
                 out = res.v_nodes[sel, ks]  # a view: (c, kk, n_nodes)
                 if nf:
                     xv = x.reshape(c, nf, kk)
-                    out[..., ch.free_nodes] = np.take(xv, ch.free_from, axis=1).transpose(0, 2, 1)
+                    out[..., ch.free_nodes] = xp.take(xv, ch.free_from, axis=1).transpose(0, 2, 1)
                 out[..., ch.fixed_nodes] = vk_blk[..., ch.fixed_from]
     return res

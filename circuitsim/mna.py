@@ -14,6 +14,10 @@ Every branch is two-terminal: its current ``I(v_a, v_b)`` flows from ``a`` to ``
 four entries, never over branches. The unknown block ``J_ff`` is kept in CSC form with a fixed
 pattern; ``jacobian`` fills its values for a whole batch of systems with one sparse product and
 returns them as one block-diagonal matrix.
+
+The analysis runs on the CPU. :func:`on_backend` gives the same plan with its index arrays and
+sparse maps on a GPU (copied once per topology and backend, then cached); the plan's array methods
+compute with the array module of its own arrays, so one implementation serves both.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,7 +37,7 @@ from circuitsim.netlist.circuit import unique_rows
 
 from .ordering import nested_dissection
 
-__all__ = ["Plan", "ShortCircuitError", "analyze", "plans", "tile_plans"]
+__all__ = ["Plan", "ShortCircuitError", "analyze", "on_backend", "plans", "tile_plans"]
 
 
 class ShortCircuitError(ValueError):
@@ -78,7 +83,14 @@ class Plan:
         Whether every Jacobian of this plan is symmetric (no transistors).
     analyses : dict
         Symbolic factorisations of this pattern (by solver and matrix size), shared by every plan
-        of the same topology.
+        of the same topology, and the sparse maps derived from the pattern (:meth:`maps`).
+    host : Plan or None
+        For a plan on a GPU (:func:`on_backend`): the CPU plan it was copied from.
+    backend : Backend or None
+        For a plan on a GPU: its backend.
+    values : tuple or None
+        For a plan on a GPU: per branch group, ``(value, model)`` of the kept branches on the
+        device (``value`` ``(B, E_k)``; the model's per-cell parameters likewise).
     """
 
     circuit: Circuit
@@ -102,6 +114,28 @@ class Plan:
     shared_fixed: np.ndarray
     symmetric: bool
     analyses: dict = field(default_factory=dict, compare=False, repr=False)
+    host: Any = field(default=None, compare=False, repr=False)
+    backend: Any = field(default=None, compare=False, repr=False)
+    values: Any = field(default=None, compare=False, repr=False)
+
+    def modules(self):
+        """``(xp, sparse)``: the array and sparse modules of this plan's arrays."""
+        if self.backend is None:
+            return np, sp
+        return self.backend.xp, self.backend.sparse
+
+    def maps(self, name: str):
+        """A sparse map derived from the pattern (see ``_MAPS``), built once on the CPU and, for a
+        plan on a GPU, copied there once."""
+        key = ("map", name)
+        cached = self.analyses.get(key)
+        if cached is None:
+            if self.host is None:
+                cached = _MAPS[name](self)
+            else:
+                cached = self.backend.convert(self.host.maps(name))
+            self.analyses[key] = cached
+        return cached
 
     @property
     def n_fixed(self) -> int:
@@ -116,28 +150,54 @@ class Plan:
 
         ``data`` has shape ``(S, nnz)``, one row of stored values per system.
         """
+        return self._block_diagonal(data, self.indptr, self.indices, "csc")
+
+    def block_diagonal_csr(self, data: np.ndarray):
+        """The block-diagonal matrix of :meth:`block_diagonal` in CSR form (as cuDSS takes it),
+        from ``data`` in the CSC order of :meth:`block_diagonal` (reordered by one gather, so
+        that nonsymmetric Jacobians come out right too)."""
+        perm, indptr, indices = self.maps("csr")
+        return self._block_diagonal(data[:, perm], indptr, indices, "csr")
+
+    def _block_diagonal(self, data, indptr_1, indices_1, fmt: str):
+        xp, sparse = self.modules()
         S = data.shape[0]
         nf, nnz = self.n_free, self.nnz
-        indices = (self.indices[None, :] + nf * np.arange(S)[:, None]).ravel()
-        indptr = np.concatenate(
-            [(self.indptr[:-1][None, :] + nnz * np.arange(S)[:, None]).ravel(), [S * nnz]]
+        offsets = xp.arange(S)[:, None]
+        indices = (indices_1[None, :] + nf * offsets).ravel()
+        indptr = xp.concatenate(
+            [(indptr_1[:-1][None, :] + nnz * offsets).ravel(), xp.asarray([S * nnz])]
         )
-        return sp.csc_matrix((data.ravel(), indices, indptr), shape=(S * nf, S * nf))
+        cls = sparse.csc_matrix if fmt == "csc" else sparse.csr_matrix
+        return cls((xp.ascontiguousarray(data).ravel(), self._index(indices),
+                    self._index(indptr)), shape=(S * nf, S * nf))
+
+    def _index(self, arr):
+        """Index arrays of a GPU plan's matrices as int32, as cuSPARSE and cuDSS take them (the
+        chunks keep them below 2**31); the CPU's as they are."""
+        return arr if self.backend is None else arr.astype(np.int32)
+
+    def data(self, p, q):
+        """Stored values of ``J_ff`` ``(S, nnz)`` from branch partials ``p``, ``q`` ``(S, E)``."""
+        xp, _ = self.modules()
+        return xp.ascontiguousarray((self.scatter_p @ p.T + self.scatter_q @ q.T).T)
 
     def jacobian(self, p: np.ndarray, q: np.ndarray) -> sp.csc_matrix:
         """Block-diagonal ``J_ff`` of ``S`` systems from branch partials ``p``, ``q`` ``(S, E)``."""
-        data = (self.scatter_p @ p.T + self.scatter_q @ q.T).T
-        return self.block_diagonal(np.ascontiguousarray(data))
+        return self.block_diagonal(self.data(p, q))
 
     def coupling(self, p: np.ndarray, q: np.ndarray) -> sp.csr_matrix:
         """Block-diagonal ``J_fk`` of ``S`` systems, shape ``(S n_free, S n_fixed)``."""
+        xp, sparse = self.modules()
         S = p.shape[0]
         data = (self.fk_scatter_p @ p.T + self.fk_scatter_q @ q.T).T
-        off = np.arange(S)[:, None]
+        off = xp.arange(S)[:, None]
         rows = (self.fk_rows[None, :] + self.n_free * off).ravel()
         cols = (self.fk_cols[None, :] + self.n_fixed * off).ravel()
         shape = (S * self.n_free, S * self.n_fixed)
-        return sp.csr_matrix((data.ravel(), (rows, cols)), shape=shape)
+        coo = sparse.coo_matrix((xp.ascontiguousarray(data).ravel(),
+                                 (self._index(rows), self._index(cols))), shape=shape)
+        return coo.tocsr()
 
     @property
     def n_res(self) -> int:
@@ -151,37 +211,149 @@ class Plan:
         all branch currents ``i_branch`` ``(S, E)``.
         """
         nr = self.n_res
-        f_dev = self.incidence[:, nr:] @ i_branch[:, nr:].T
-        out = (self.fixed_nets @ f_dev).T
-        if self.shared_fixed.any():
-            f_res = (self.incidence[self.n_free:][self.shared_fixed][:, :nr] @ i_branch[:, :nr].T).T
-            out[:, self.shared_fixed] += f_res
-        return np.asarray(out)
+        xp, _ = self.modules()
+        inc_dev, shared_res, shared_idx = self.maps("fixed_currents")
+        out = (self.fixed_nets @ (inc_dev @ i_branch[:, nr:].T)).T
+        if shared_res is not None:
+            out[:, shared_idx] += (shared_res @ i_branch[:, :nr].T).T
+        return xp.asarray(out)
 
     def fixed_operator(self, p: np.ndarray) -> sp.csr_matrix:
         """For linear branches of conductances ``p`` ``(S, E)``: the currents leaving the fixed
         nodes as a matrix of the reduced voltages, block-diagonal over the ``S`` systems,
         ``(S n_fixed, S n_red)``; the same sums as :meth:`fixed_currents`."""
-        maps = self.analyses.get("fixed_map")
-        if maps is None:
-            nr, E, n_red = self.n_res, len(self.a), self.n_free + self.n_fixed
-            e = np.arange(E)
-            diff = sp.csr_matrix(
-                (np.concatenate([np.ones(E), -np.ones(E)]),
-                 (np.concatenate([e, e]), np.concatenate([self.a, self.b]))), shape=(E, n_red))
-            shared = sp.diags(self.shared_fixed.astype(float))
-            at_fixed = self.incidence[self.n_free:]
-            gather = sp.hstack([shared @ at_fixed[:, :nr],
-                                self.fixed_nets @ self.incidence[:, nr:]]).tocsr()
-            maps = self.analyses["fixed_map"] = (gather, diff)
-        gather, diff = maps
-        eye = sp.identity(len(p), format="csr")
-        return (sp.kron(eye, gather, format="csr") @ sp.diags(p.ravel())
-                @ sp.kron(eye, diff, format="csr"))
+        gather, diff, _, _ = self.maps("fixed_operator")
+        _, sparse = self.modules()
+        eye = sparse.identity(len(p), format="csr")
+        return (sparse.kron(eye, gather, format="csr") @ sparse.diags(p.ravel())
+                @ sparse.kron(eye, diff, format="csr"))
+
+    def fixed_operators(self, p):
+        """:meth:`fixed_operator` split by columns into the unknowns' part ``(S n_fixed, S
+        n_free)`` and the fixed nodes' part ``(S n_fixed, S n_fixed)``, each block-diagonal."""
+        gather, _, diff_f, diff_k = self.maps("fixed_operator")
+        _, sparse = self.modules()
+        eye = sparse.identity(len(p), format="csr")
+        left = sparse.kron(eye, gather, format="csr") @ sparse.diags(p.ravel(), format="csr")
+        return (left @ sparse.kron(eye, diff_f, format="csr"),
+                left @ sparse.kron(eye, diff_k, format="csr"))
 
     def expand_voltages(self, v_red: np.ndarray) -> np.ndarray:
         """Voltages of all circuit nodes ``(S, n_nodes)`` from reduced ones ``(S, n_red)``."""
         return v_red[:, self.node_map]
+
+
+def _map_fixed_currents(plan: Plan):
+    """The unknown rows' incidence of the non-resistor branches, and the resistor incidence at
+    fixed nodes whose net is shared (with their positions), for :meth:`Plan.fixed_currents`."""
+    nr = plan.n_res
+    shared_idx = np.flatnonzero(plan.shared_fixed)
+    shared_res = (plan.incidence[plan.n_free:][shared_idx][:, :nr].tocsr()
+                  if len(shared_idx) else None)
+    return plan.incidence[:, nr:].tocsr(), shared_res, shared_idx
+
+
+def _map_fixed_operator(plan: Plan):
+    """``gather`` (fixed node x branch) and the branch voltage differences ``diff`` (branch x
+    reduced node), with ``diff`` split into its unknown and fixed columns."""
+    nr, E, n_red = plan.n_res, len(plan.a), plan.n_free + plan.n_fixed
+    e = np.arange(E)
+    diff = sp.csr_matrix(
+        (np.concatenate([np.ones(E), -np.ones(E)]),
+         (np.concatenate([e, e]), np.concatenate([plan.a, plan.b]))), shape=(E, n_red))
+    shared = sp.diags(plan.shared_fixed.astype(float))
+    at_fixed = plan.incidence[plan.n_free:]
+    gather = sp.hstack([shared @ at_fixed[:, :nr],
+                        plan.fixed_nets @ plan.incidence[:, nr:]]).tocsr()
+    nf = plan.n_free
+    return gather, diff, diff[:, :nf].tocsr(), diff[:, nf:].tocsr()
+
+
+def _map_incidence(plan: Plan):
+    """The unknown rows of the incidence, and their absolute values (audit sums)."""
+    inc = plan.incidence[: plan.n_free].tocsr()
+    return inc, abs(inc).tocsr()
+
+
+def _map_csr(plan: Plan):
+    """The CSR form of the ``J_ff`` pattern: the order of the stored values and its arrays."""
+    nf = plan.n_free
+    marker = sp.csc_matrix((np.arange(1, plan.nnz + 1, dtype=float), plan.indices, plan.indptr),
+                           shape=(nf, nf)).tocsr()
+    marker.sort_indices()
+    return marker.data.astype(np.int64) - 1, marker.indptr, marker.indices
+
+
+def _map_diag(plan: Plan):
+    """Positions of the diagonal entries of ``J_ff`` among its stored values, by row."""
+    col = np.repeat(np.arange(plan.n_free), np.diff(plan.indptr))
+    pos = np.flatnonzero(plan.indices == col)
+    return pos[np.argsort(col[pos])]
+
+
+def _map_jacobian(plan: Plan):
+    """For Jacobian products from branch partials: the unknown rows of the incidence split by
+    sign, which branch ends are unknowns (as 0/1 columns ``(E, 1)``), and the branch ends with
+    fixed ones replaced by 0 (their partials are zeroed)."""
+    nf = plan.n_free
+    inc = plan.incidence[:nf].tocsr()
+    a_free, b_free = plan.a < nf, plan.b < nf
+    return ((inc > 0).astype(float).tocsr(), (inc < 0).astype(float).tocsr(),
+            a_free.astype(float)[:, None], b_free.astype(float)[:, None],
+            np.where(a_free, plan.a, 0), np.where(b_free, plan.b, 0))
+
+
+#: Maps derived from a plan's pattern on first use (:meth:`Plan.maps`).
+_MAPS = {
+    "fixed_currents": _map_fixed_currents,
+    "fixed_operator": _map_fixed_operator,
+    "incidence": _map_incidence,
+    "csr": _map_csr,
+    "diag": _map_diag,
+    "jacobian": _map_jacobian,
+}
+
+
+def register_map(name: str, builder) -> None:
+    """Add a derived map (built on the CPU from a host plan) for :meth:`Plan.maps`."""
+    _MAPS[name] = builder
+
+
+#: Plan fields holding arrays or sparse matrices that a GPU plan keeps on the device.
+_DEVICE_FIELDS = ("node_map", "a", "b", "indptr", "indices", "scatter_p", "scatter_q",
+                  "fk_rows", "fk_cols", "fk_scatter_p", "fk_scatter_q", "incidence",
+                  "fixed_nets")
+
+
+def on_backend(plan: Plan, backend) -> Plan:
+    """``plan`` with its arrays on ``backend`` (the plan itself on the CPU).
+
+    The copy of a topology is made once per backend and cached with the topology's analyses;
+    its own ``analyses`` hold what is derived from it on the device (maps, factorisations).
+    """
+    if backend is None or not backend.device_path:
+        return plan
+    key = ("on", backend)  # by identity: backends are frozen values compared by identity
+    template = plan.analyses.get(key)
+    if template is None:
+        moved = {name: backend.convert(getattr(plan, name)) for name in _DEVICE_FIELDS}
+        template = plan.analyses[key] = replace(plan, **moved, analyses={}, host=None,
+                                                backend=backend)
+    values = tuple((backend.convert(np.ascontiguousarray(g.value[:, cells])),
+                    _model_on(g.model, cells, backend))
+                   for g, cells in zip(plan.circuit.groups, plan.kept))
+    return replace(template, circuit=plan.circuit, tiles=plan.tiles, kept=plan.kept,
+                   host=plan, values=values)
+
+
+def _model_on(model, cells, backend):
+    """``model`` with its per-cell parameters ``(B, E_all)`` reduced to ``cells`` on the device."""
+    if model is None:
+        return None
+    moved = {name: backend.convert(np.ascontiguousarray(getattr(model, name)[:, cells]))
+             for name in getattr(model, "_cell_params", ())
+             if np.ndim(getattr(model, name)) == 2}
+    return model.with_params(**moved) if moved else model
 
 
 def _merge_zero_resistors(circuit: Circuit, zero: np.ndarray):

@@ -34,11 +34,12 @@ import numpy as np
 
 from circuitsim import solvers
 
-from .branches import branch_values, per_system, select_cells
 from . import factor
-from .factor import analysis
+from .backend import array_module, numpy_backend
+from .branches import branch_values, group_models, groups, per_system
 from .krylov import bicgstab_many
 from .mna import Plan
+from .precondition import hold_floating, linearised
 
 __all__ = ["MODES", "NewtonResult", "solve_newton"]
 
@@ -120,8 +121,13 @@ class NewtonResult:
     models: list
 
 
+def _backend(plan: Plan):
+    """The plan's backend (the CPU's for a host plan)."""
+    return plan.backend if plan.backend is not None else numpy_backend()
+
+
 def _take_rows(models, idx):
-    """Models whose per-cell parameters ``(S, E)`` keep the rows ``idx``."""
+    """Models whose per-cell parameters ``(S, E)`` keep the rows ``idx`` (host indices)."""
     idx = np.asarray(idx)
     if idx.dtype != bool and len(idx) and idx[0] == 0 and np.all(np.diff(idx) == 1):
         idx = slice(0, len(idx))  # a leading run of rows: a view, not a copy
@@ -129,116 +135,50 @@ def _take_rows(models, idx):
     for model in models:
         # (1, E) parameters are shared by every system (one tile): nothing to select
         names = [n for n in getattr(model, "_cell_params", ())
-                 if np.ndim(getattr(model, n)) == 2 and np.shape(getattr(model, n))[0] > 1]
-        changes = {n: getattr(model, n)[idx] for n in names}
-        out.append(dataclasses.replace(model, **changes) if changes else model)
+                 if getattr(getattr(model, n), "ndim", 0) == 2 and getattr(model, n).shape[0] > 1]
+        changes = {}
+        for n in names:
+            param = getattr(model, n)
+            changes[n] = param[idx if isinstance(idx, slice) else array_module(param).asarray(idx)]
+        if changes and not hasattr(model, "with_params"):
+            out.append(dataclasses.replace(model, **changes))
+        else:
+            out.append(model.with_params(**changes) if changes else model)
     return out
 
 
-class _Linearised:
-    """Factorisations of each tile's linearised matrix (devices at their 0 V conductance)."""
-
-    def __init__(self, plan: Plan, tiles: np.ndarray, models, solver: str):
-        self.plan = plan
-        self.tiles = tiles
-        zero = np.zeros((len(tiles), plan.n_free + plan.n_fixed))
-        bv = branch_values(plan, zero, tiles, models=models)
-        self.coupling = [plan.coupling(bv.p[k : k + 1], bv.q[k : k + 1]) for k in range(len(tiles))]
-        self.factors = []
-        method = self.method = "auto" if solver not in ("superlu", "cholmod") else solver
-        for k in range(len(tiles)):  # one factorisation per tile, not per input vector
-            data = _data(plan, bv.p[k : k + 1], bv.q[k : k + 1])
-            _hold_floating(plan, data)
-            J = plan.block_diagonal(data)
-            symbolic = analysis(plan, J, method, symmetric=True, tag="linearised")
-            self.factors.append(symbolic.factorize(J))
-
-    def refresh(self, bv, tile_pos: np.ndarray) -> None:
-        """Refactor each tile's preconditioner at the mean branch conductances of its active
-        systems (symmetrised: a transistor counts as the conductance ``(gd - gs) / 2``), so that
-        it follows the devices as Newton moves away from 0 V."""
-        method = self.method
-        for k in np.unique(tile_pos):
-            rows = tile_pos == k
-            g = (0.5 * (bv.p[rows] - bv.q[rows])).mean(axis=0, keepdims=True)
-            data = _data(self.plan, g, -g)
-            _hold_floating(self.plan, data)
-            J = self.plan.block_diagonal(data)
-            symbolic = analysis(self.plan, J, method, symmetric=True, tag="linearised")
-            self.factors[k] = symbolic.factorize(J)
-
-    def solve(self, r: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
-        """Apply each system's tile's inverse linearised matrix to its column of ``r`` (N, S)."""
-        tiles = np.unique(tile_pos)
-        if len(tiles) == 1:
-            return self.factors[tiles[0]].solve(np.ascontiguousarray(r))
-        out = np.empty_like(r)
-        for k in tiles:
-            cols = np.flatnonzero(tile_pos == k)
-            out[:, cols] = self.factors[k].solve(r[:, cols])
-        return out
-
-    def initial(self, vk: np.ndarray, tile_pos: np.ndarray) -> np.ndarray:
-        """Free-node voltages of the linearised tiles for fixed voltages ``vk`` ``(S, n_fixed)``."""
-        rhs = np.empty((self.plan.n_free, len(vk)))
-        for k in np.unique(tile_pos):
-            cols = np.flatnonzero(tile_pos == k)
-            rhs[:, cols] = -(self.coupling[k] @ vk[cols].T)
-        return self.solve(rhs, tile_pos).T
-
-
-def _data(plan: Plan, p, q):
-    return np.ascontiguousarray((plan.scatter_p @ p.T + plan.scatter_q @ q.T).T)
-
-
-def _diag_positions(plan: Plan) -> np.ndarray:
-    col = np.repeat(np.arange(plan.n_free), np.diff(plan.indptr))
-    pos = np.flatnonzero(plan.indices == col)
-    return pos[np.argsort(col[pos])]
-
-
-def _hold_floating(plan: Plan, data: np.ndarray, f: np.ndarray | None = None) -> None:
-    """Rows with an empty Jacobian row (a node whose every branch carries no current and has no
-    conductance, e.g. behind an open cell and a transistor in cutoff) keep their voltage: any
-    value satisfies KCL there, so the Newton update is set to 0 instead of dividing by 0."""
-    diag = _diag_positions(plan)
-    empty = data[:, diag] == 0
-    if empty.any():
-        rows, cols = np.nonzero(empty)
-        data[rows, diag[cols]] = 1.0
-        if f is not None:
-            f[rows, cols] = 0.0
-
-
-def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options) -> np.ndarray:
+def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
     """Per-system step factor in (0, 1] from device voltage limiting and ``max_step``."""
-    nf = plan.n_free
-    alpha = np.ones(len(v))
-    big = np.abs(dv).max(axis=1) if nf else np.zeros(len(v))
-    alpha = np.minimum(alpha, opts.max_step / np.maximum(big, opts.max_step))
+    xp, _ = plan.modules()
+    nf, S = plan.n_free, len(v)
+    alpha = xp.ones(S)
+    if not S:
+        return alpha
+    big = xp.abs(dv).max(axis=1) if nf else xp.zeros(S)
+    alpha = xp.minimum(alpha, opts.max_step / xp.maximum(big, opts.max_step))
     start = plan.n_res
     v_new = None
-    for group, cells, model in zip(plan.circuit.groups[1:], plan.kept[1:], models[1:]):
-        sl = slice(start, start + len(cells))
+    for (kind, values, cells, _), kept, model in zip(groups(plan)[1:], plan.kept[1:], models[1:]):
+        sl = slice(start, start + len(kept))
         start = sl.stop
-        if group.kind != "device" or model is None or getattr(model, "linear", False):
+        if kind != "device" or model is None or getattr(model, "linear", False) or not len(kept):
             continue
         a, b = plan.a[sl], plan.b[sl]
-        scale = model.voltage_scale(per_system(group.value, tile_idx, cells))
+        scale = model.voltage_scale(per_system(values, tile_idx, cells))
         if v_new is None:
             v_new = v.copy()
             v_new[:, :nf] += dv
         # Most steps leave every device within X_CRIT voltage scales: nothing to limit then.
-        reach = np.abs(v_new[:, a] - v_new[:, b]).max(initial=0.0)
-        if reach * np.max(1.0 / np.asarray(scale)) <= X_CRIT:
+        reach = float(xp.abs(v_new[:, a] - v_new[:, b]).max())
+        if reach * float(xp.max(1.0 / xp.asarray(scale))) <= X_CRIT:
             continue
-        full = np.concatenate([dv, np.zeros((len(v), plan.n_fixed))], axis=1)
+        full = xp.concatenate([dv, xp.zeros((S, plan.n_fixed))], axis=1)
         x_old = (v[:, a] - v[:, b]) / scale
         dx = (full[:, a] - full[:, b]) / scale
         x_new = x_old + dx
-        outward = (np.abs(x_new) > X_CRIT) & (np.abs(x_new) > np.abs(x_old)) & (np.abs(dx) > 1)
-        allowed = np.where(outward, np.log1p(np.abs(dx)) / np.maximum(np.abs(dx), 1e-300), 1.0)
-        alpha = np.minimum(alpha, allowed.min(axis=1, initial=1.0))
+        outward = (xp.abs(x_new) > X_CRIT) & (xp.abs(x_new) > xp.abs(x_old)) & (xp.abs(dx) > 1)
+        allowed = xp.where(outward, xp.log1p(xp.abs(dx)) / xp.maximum(xp.abs(dx), 1e-300), 1.0)
+        alpha = xp.minimum(alpha, allowed.min(axis=1))
     return alpha
 
 
@@ -248,26 +188,19 @@ class _Jacobian:
     Newton-Krylov needs only products ``J x``, which the branch partials give directly
     (``F'(v) x = incidence @ (p x_a + q x_b)``) without assembling ``J``; the block-diagonal matrix
     is built only for direct solves. Nodes whose Jacobian row is empty are held (see
-    :func:`_hold_floating`): their rows act as the identity.
+    :func:`~circuitsim.precondition.hold_floating`): their rows act as the identity.
     """
 
-    def __init__(self, plan: Plan, bv, f: np.ndarray):
+    def __init__(self, plan: Plan, bv, f):
+        xp, _ = plan.modules()
         self.plan, self.bv = plan, bv
-        maps = plan.analyses.get("jacobian_maps")
-        if maps is None:  # per topology: the unknown rows of the incidence, split by sign
-            nf = plan.n_free
-            inc = plan.incidence[:nf].tocsr()
-            a_free, b_free = plan.a < nf, plan.b < nf
-            maps = plan.analyses["jacobian_maps"] = (
-                inc, (inc > 0).astype(float), (inc < 0).astype(float),
-                a_free[:, None], b_free[:, None],
-                np.where(a_free, plan.a, 0), np.where(b_free, plan.b, 0))
-        self.inc, pos, neg, a_free, b_free, self.a, self.b = maps
+        self.inc = plan.maps("incidence")[0]
+        pos, neg, a_free, b_free, self.a, self.b = plan.maps("jacobian")
         # systems last, (E, S): partials of branch ends at fixed nodes are zeroed, so products
         # need no rows for the fixed nodes (their updates are 0)
-        self.pt = np.ascontiguousarray(bv.p.T)
+        self.pt = xp.ascontiguousarray(bv.p.T)
         self.pt *= a_free
-        self.qt = np.ascontiguousarray(bv.q.T)
+        self.qt = xp.ascontiguousarray(bv.q.T)
         self.qt *= b_free
         diag = pos @ self.pt - neg @ self.qt  # (nf, S): sum of p at a, -q at b
         held = diag == 0
@@ -276,11 +209,11 @@ class _Jacobian:
             f[held.T] = 0.0
         self.held_t = held
 
-    def matvec(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def matvec(self, x, mask):
         """``J_s x_s`` for the columns ``x`` ``(nf, S')`` of the systems in ``mask``."""
         if not len(x):  # every node fixed: nothing to multiply
             return x.copy()
-        if mask.all():
+        if bool(mask.all()):
             p, q, held = self.pt, self.qt, self.held_t
         else:
             p, q, held = self.pt[:, mask], self.qt[:, mask], self.held_t[:, mask]
@@ -292,9 +225,13 @@ class _Jacobian:
         return y
 
     def matrix(self, rows: np.ndarray):
-        data = _data(self.plan, self.bv.p[rows], self.bv.q[rows])
-        _hold_floating(self.plan, data)
-        return self.plan.block_diagonal(data)
+        """The block-diagonal Jacobian of the systems ``rows`` (host indices), in the form the
+        plan's factorisations take."""
+        xp, _ = self.plan.modules()
+        r = xp.asarray(rows)
+        data = self.plan.data(self.bv.p[r], self.bv.q[r])
+        hold_floating(self.plan, data)
+        return factor.block_matrix(self.plan, data)
 
 
 #: Systems per tile from which Newton-Krylov refactors each tile's preconditioner at the mean
@@ -313,135 +250,163 @@ def _forcing(f_now, f_prev, floor: float):
     solution a loose inner solve costs a few BiCGSTAB iterations instead of many, and as the
     residual falls quadratically so does the tolerance, which keeps Newton's fast convergence
     (S. C. Eisenstat, H. F. Walker, SIAM J. Sci. Comput. 17 (1996) 16-32)."""
+    xp = array_module(f_now, f_prev)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(np.isfinite(f_prev) & (f_prev > 0), f_now / f_prev, np.inf)
-    return np.clip(0.9 * ratio**2, floor, FORCING_MAX)
+        ratio = xp.where(xp.isfinite(f_prev) & (f_prev > 0), f_now / f_prev, np.inf)
+    return xp.clip(0.9 * ratio**2, floor, FORCING_MAX)
 
 
-def _step(plan: Plan, jac: _Jacobian, f, lin: _Linearised | None, tile_pos, opts: _Options,
-          rtol):
+def _step(plan: Plan, jac: _Jacobian, f, lin, tile_pos, opts: _Options, rtol):
     """Newton updates ``J dv = -f`` for all active systems; returns dv and the method used.
-    ``rtol`` ``(S,)``: each system's inner tolerance (Newton-Krylov)."""
+    ``rtol`` ``(S,)``: each system's inner tolerance (Newton-Krylov); ``tile_pos`` on the host."""
+    bk = _backend(plan)
+    xp = bk.xp
     S = len(f)
     if lin is not None:
         def precond(r, mask):
-            return lin.solve(r, tile_pos[mask])
+            return lin.solve(r, tile_pos[bk.to_host(mask)])
 
-        dv, ok, _ = bicgstab_many(jac.matvec, precond, -np.ascontiguousarray(f.T),
+        dv, ok, _ = bicgstab_many(jac.matvec, precond, -xp.ascontiguousarray(f.T),
                                   rtol=rtol, maxiter=opts.krylov_maxiter)
-        dv = np.ascontiguousarray(dv.T)
+        dv = xp.ascontiguousarray(dv.T)
+        ok = bk.to_host(ok)
         if ok.all():
             return dv, "newton-krylov"
         bad = np.flatnonzero(~ok)
-        dv[bad] = _direct_chunked(plan, jac, f, bad, opts)
+        dv[xp.asarray(bad)] = _direct_chunked(plan, jac, f, bad, opts)
         return dv, "newton-krylov+direct"
     return _direct_chunked(plan, jac, f, np.arange(S), opts), "newton"
 
 
 def _direct_chunked(plan: Plan, jac: _Jacobian, f, rows, opts: _Options):
-    """Direct updates of the systems ``rows``, a block-diagonal factorisation per chunk of at
-    most about ``CHUNK_UNKNOWNS`` unknowns (one huge block-diagonal matrix would exhaust memory
-    and SuperLU's 32-bit indices)."""
-    per = max(1, factor.CHUNK_UNKNOWNS // max(plan.n_free, 1))
-    out = np.empty((len(rows), plan.n_free))
+    """Direct updates of the systems ``rows`` (host indices), a block-diagonal factorisation per
+    chunk of at most about ``CHUNK_UNKNOWNS`` unknowns (one huge block-diagonal matrix would
+    exhaust memory and 32-bit indices)."""
+    xp, _ = plan.modules()
+    per = max(1, factor.chunk_unknowns(plan) // max(plan.n_free, 1))
+    out = xp.empty((len(rows), plan.n_free))
     for c0 in range(0, len(rows), per):
         part = rows[c0 : c0 + per]
-        out[c0 : c0 + per] = _direct(plan, jac.matrix(part), f[part], opts)
+        out[c0 : c0 + per] = _direct(plan, jac.matrix(part), f[xp.asarray(part)], opts)
     return out
 
 
 def _direct(plan: Plan, J, f, opts: _Options):
     """Solve the systems of ``f`` with their own factorisations (one block-diagonal matrix ``J``)."""
+    xp, _ = plan.modules()
     nf = plan.n_free
+    failed = xp.full((len(f), nf), np.nan)
+    if plan.backend is not None and plan.backend.device_path:
+        # Cholesky where the Jacobians are symmetric (positive definite unless a device has a
+        # negative differential conductance), else or then LU; the solver objects of this
+        # size are refactored in place from one Newton iteration to the next
+        method = "superlu" if opts.solver == "superlu" else "auto"
+        attempts = [(True, "jacobian-spd"), (False, "jacobian-lu")] if plan.symmetric else [
+            (False, "jacobian-lu")]
+        for spd, tag in attempts:
+            try:
+                fac = factor.factorize(plan, J, method, symmetric=spd, tag=tag)
+                return fac.solve(-f.ravel()).reshape(len(f), nf)
+            except np.linalg.LinAlgError:
+                continue
+        return failed
     method = "superlu" if not plan.symmetric or opts.solver == "superlu" else "auto"
     try:
-        factor = solvers.factorize(J, method, symmetric=plan.symmetric, natural=plan.ordered)
+        fac = solvers.factorize(J, method, symmetric=plan.symmetric, natural=plan.ordered)
     except np.linalg.LinAlgError:
         try:
-            factor = solvers.factorize(J, "superlu")
+            fac = solvers.factorize(J, "superlu")
         except RuntimeError:  # SuperLU: exactly singular
-            return np.full((len(f), nf), np.nan)
+            return failed
     except RuntimeError:
-        return np.full((len(f), nf), np.nan)
-    return factor.solve(-f.ravel()).reshape(len(f), nf)
+        return failed
+    return fac.solve(-f.ravel()).reshape(len(f), nf)
 
 
 def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: float = 0.0):
     """Newton on the systems given.
 
-    Returns final voltages, iteration counts, success flags, the methods used and each system's
-    last update (its largest node change, V).
+    ``v``, ``vk`` are on the plan's backend, ``tile_idx`` and ``tile_pos`` on the host (the
+    bookkeeping of which systems are still active stays there). Returns final voltages, iteration
+    counts and success flags (host), the methods used and each system's last update (its largest
+    node change, V; on the backend).
     """
+    bk = _backend(plan)
+    xp, host = bk.xp, bk.to_host
     S = len(v)
     nf = plan.n_free
+    inc = plan.maps("incidence")[0]
     v = v.copy()
     v[:, nf:] = vk
     its = np.zeros(S, dtype=np.int64)
     done = np.zeros(S, dtype=bool)
-    step = np.full(S, np.inf)
-    f_prev = np.full(S, np.inf)  # largest node current of the previous iteration
-    vscale = np.abs(vk).max(axis=1) if vk.shape[1] else np.ones(S)
+    step = xp.full(S, np.inf)
+    f_prev = xp.full(S, np.inf)  # largest node current of the previous iteration
+    vscale = xp.abs(vk).max(axis=1) if vk.shape[1] else xp.ones(S)
     active = np.arange(S)
     prev = None  # (v_ok, limited, i_predicted) of the active systems
     methods = set()
     clock = opts.clock
     for it in range(1, opts.max_iter + 2):
         sub = _take_rows(models, active)
-        bv = branch_values(plan, v[active], tile_idx[active], models=sub, gmin=gmin)
-        f = np.asarray(plan.incidence[:nf] @ bv.i.T).T
-        finite = np.isfinite(f).all(axis=1) & np.isfinite(bv.p).all(axis=1)
+        bv = branch_values(plan, v[xp.asarray(active)], tile_idx[active], models=sub, gmin=gmin)
+        f = xp.asarray(inc @ bv.i.T).T
+        finite = xp.isfinite(f).all(axis=1) & xp.isfinite(bv.p).all(axis=1)
         if prev is not None:
             v_ok, limited, i_pred = prev
             i_now = bv.i[:, plan.n_res:]  # resistors are linear: their prediction is exact
-            tol = opts.reltol * np.maximum(np.abs(i_now), np.abs(i_pred)) + opts.abstol
-            i_ok = (np.abs(i_now - i_pred) <= tol).all(axis=1)
-            conv = v_ok & ~limited & i_ok & finite
+            tol = opts.reltol * xp.maximum(xp.abs(i_now), xp.abs(i_pred)) + opts.abstol
+            i_ok = (xp.abs(i_now - i_pred) <= tol).all(axis=1)
+            conv = host(v_ok & ~limited & i_ok & finite)
             done[active[conv]] = True
             its[active[conv]] = it - 1
             clock.converged(int(conv.sum()))
-            keep = ~conv & finite
+            keep = ~conv & host(finite)
         else:
-            keep = finite
-        active, bv, f = active[keep], _rows(bv, keep), f[keep]
+            keep = host(finite)
+        keep_d = xp.asarray(keep)
+        active, bv, f = active[keep], _rows(bv, keep_d), f[keep_d]
         sub = _take_rows(sub, np.flatnonzero(keep))
         if not len(active) or it > opts.max_iter:
             break
-        worst = float(np.abs(f).max()) if f.size else 0.0
+        worst = float(xp.abs(f).max()) if f.size else 0.0
         if not clock.tick(it, len(active), worst):
             break
         if lin is not None and not plan.symmetric and len(active) >= REFRESH_FROM * len(
                 np.unique(tile_pos[active])):
             lin.refresh(bv, tile_pos[active])
         jac = _Jacobian(plan, bv, f)
-        f_now = np.abs(f).max(axis=1) if nf else np.zeros(len(active))
-        rtol = _forcing(f_now, f_prev[active], opts.krylov_rtol)
+        act = xp.asarray(active)
+        f_now = xp.abs(f).max(axis=1) if nf else xp.zeros(len(active))
+        rtol = _forcing(f_now, f_prev[act], opts.krylov_rtol)
         # an update needs no more relative accuracy than makes its error a hundredth of the
         # tolerance Newton converges to (its size is at most the previous update's)
         with np.errstate(divide="ignore", invalid="ignore"):
-            enough = 0.01 * opts.reltol * vscale[active] / step[active]
-        rtol = np.maximum(rtol, np.minimum(np.nan_to_num(enough, nan=0.0), FORCING_MAX))
-        f_prev[active] = f_now
+            enough = 0.01 * opts.reltol * vscale[act] / step[act]
+        rtol = xp.maximum(rtol, xp.minimum(xp.nan_to_num(enough, nan=0.0), FORCING_MAX))
+        f_prev[act] = f_now
         dv, method = _step(plan, jac, f, lin, tile_pos[active], opts, rtol)
         methods.add(method)
-        ok_step = np.isfinite(dv).all(axis=1)
-        alpha = _limit(plan, sub, v[active], np.nan_to_num(dv), tile_idx[active], opts)
-        dv = alpha[:, None] * np.nan_to_num(dv)
-        step[active] = np.abs(dv).max(axis=1) if nf else 0.0
-        v_old = v[active, :nf]
+        ok_step = xp.isfinite(dv).all(axis=1)
+        alpha = _limit(plan, sub, v[act], xp.nan_to_num(dv), tile_idx[active], opts)
+        dv = alpha[:, None] * xp.nan_to_num(dv)
+        step[act] = xp.abs(dv).max(axis=1) if nf else 0.0
+        v_old = v[act, :nf]
         v_new = v_old + dv
-        v_ok = (np.abs(dv) <= opts.reltol * np.maximum(np.abs(v_new), np.abs(v_old)) + opts.vntol)
+        v_ok = (xp.abs(dv) <= opts.reltol * xp.maximum(xp.abs(v_new), xp.abs(v_old)) + opts.vntol)
         v_ok = v_ok.all(axis=1) & ok_step
-        full = np.concatenate([dv, np.zeros((len(active), plan.n_fixed))], axis=1)
+        full = xp.concatenate([dv, xp.zeros((len(active), plan.n_fixed))], axis=1)
         nr = plan.n_res
         i_pred = (bv.i[:, nr:] + bv.p[:, nr:] * full[:, plan.a[nr:]]
                   + bv.q[:, nr:] * full[:, plan.b[nr:]])
-        v[active, :nf] = v_new
+        v[act, :nf] = v_new
         prev = (v_ok, alpha < 1.0, i_pred)
         # Systems whose step failed outright (singular, NaN) stop here and go to the fallbacks.
-        if not ok_step.all():
-            keep = ok_step
-            prev = tuple(x[keep] for x in prev)
-            active = active[keep]
+        ok_host = host(ok_step)
+        if not ok_host.all():
+            keep_d = xp.asarray(ok_host)
+            prev = tuple(x[keep_d] for x in prev)
+            active = active[ok_host]
     return v, its, done, methods, step
 
 
@@ -501,17 +466,18 @@ def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: st
 
 
 def _solve(plan, vk, tile_idx, opts: _Options, gmin_stepping: bool, source_stepping: bool):
-    models = [select_cells(g.model, tile_idx, cells)
-              for g, cells in zip(plan.circuit.groups, plan.kept)]
+    bk = _backend(plan)
+    xp = bk.xp
+    models = group_models(plan, tile_idx)
     tiles, tile_pos = np.unique(tile_idx, return_inverse=True)
     first = np.array([np.flatnonzero(tile_pos == k)[0] for k in range(len(tiles))])
-    lin = _Linearised(plan, tiles, _take_rows(models, first), opts.solver)
+    lin = linearised(plan, tiles, _take_rows(models, first), opts.solver)
     S, nf = len(vk), plan.n_free
-    v0 = np.zeros((S, nf + plan.n_fixed))
+    v0 = xp.zeros((S, nf + plan.n_fixed))
     v0[:, nf:] = vk
     v0[:, :nf] = lin.initial(vk, tile_pos)
     # The warm start, seen as one step from 0 V, is limited like any other step.
-    v_zero = np.zeros_like(v0)
+    v_zero = xp.zeros_like(v0)
     v_zero[:, nf:] = vk
     alpha = _limit(plan, models, v_zero, v0[:, :nf], tile_idx, opts)
     v0[:, :nf] *= alpha[:, None]
@@ -537,7 +503,8 @@ def _solve(plan, vk, tile_idx, opts: _Options, gmin_stepping: bool, source_stepp
         else:
             why[~done] = (f"Newton did not converge: {', '.join(attempts)} failed within "
                           f"max_iter={opts.max_iter} iterations each")
-    scale = np.abs(vk).max(axis=1) if vk.shape[1] else np.ones(S)
+    scale = bk.to_host(xp.abs(vk).max(axis=1)) if vk.shape[1] else np.ones(S)
+    step = bk.to_host(step)
     error = np.where(np.isfinite(step), step, np.inf) / np.where(scale > 0, scale, 1.0)
     error[~done] = np.inf
     error[done & (step == np.inf)] = 0.0  # converged without any step (nothing to solve)
@@ -552,10 +519,11 @@ def _subset(idx, models, tile_idx, tile_pos):
 def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods,
                    step):
     """gmin from 1e-3 S down by decades to 0; a system succeeds when the gmin = 0 stage does."""
+    xp, _ = plan.modules()
     idx = np.flatnonzero(~done)
     methods.add("gmin-stepping")
     sub_models, sub_tiles, sub_pos = _subset(idx, models, tile_idx, tile_pos)
-    vs = v[idx].copy()
+    vs = v[xp.asarray(idx)].copy()
     alive = np.ones(len(idx), dtype=bool)
     finished = np.zeros(len(idx), dtype=bool)
     for gmin in [10.0**-k for k in range(3, 13)] + [0.0]:
@@ -563,14 +531,15 @@ def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, do
         if not len(live) or opts.clock.expired:
             break
         m_live = _take_rows(sub_models, live)
-        v_new, its, ok, _, last = _newton(plan, vs[live], vk[idx[live]], sub_tiles[live], m_live,
-                                          lin, sub_pos[live], opts, gmin=gmin)
+        v_new, its, ok, _, last = _newton(plan, vs[xp.asarray(live)], vk[xp.asarray(idx[live])],
+                                          sub_tiles[live], m_live, lin, sub_pos[live], opts,
+                                          gmin=gmin)
         total[idx[live]] += np.where(ok, its, opts.max_iter)
-        step[idx[live]] = last
-        vs[live[ok]] = v_new[ok]
+        step[xp.asarray(idx[live])] = last
+        vs[xp.asarray(live[ok])] = v_new[xp.asarray(ok)]
         alive[live[~ok]] = False
         finished[live[ok]] = gmin == 0.0
-    v[idx[finished]] = vs[finished]
+    v[xp.asarray(idx[finished])] = vs[xp.asarray(finished)]
     done[idx[finished]] = True
     return v
 
@@ -578,31 +547,32 @@ def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, do
 def _source_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods,
                      step):
     """Ramp the fixed voltages from 0 to their values; halve the step on failure."""
+    xp, _ = plan.modules()
     idx = np.flatnonzero(~done)
     methods.add("source-stepping")
     sub_models, sub_tiles, sub_pos = _subset(idx, models, tile_idx, tile_pos)
     n = len(idx)
     level = np.zeros(n)
     ramp = np.full(n, 0.1)
-    vs = np.zeros((n, v.shape[1]))
+    vs = xp.zeros((n, v.shape[1]))
     alive = np.ones(n, dtype=bool)
     for _ in range(400):  # bounded: each pass either advances or halves every live step
         live = np.flatnonzero(alive & (level < 1.0))
         if not len(live) or opts.clock.expired:
             break
         target = np.minimum(level[live] + ramp[live], 1.0)
-        vk_t = target[:, None] * vk[idx[live]]
-        v_new, its, ok, _, last = _newton(plan, vs[live], vk_t, sub_tiles[live],
+        vk_t = xp.asarray(target)[:, None] * vk[xp.asarray(idx[live])]
+        v_new, its, ok, _, last = _newton(plan, vs[xp.asarray(live)], vk_t, sub_tiles[live],
                                           _take_rows(sub_models, live), lin, sub_pos[live], opts)
         total[idx[live]] += np.where(ok, its, opts.max_iter)
-        step[idx[live]] = last
+        step[xp.asarray(idx[live])] = last
         good, bad = live[ok], live[~ok]
-        vs[good] = v_new[ok]
+        vs[xp.asarray(good)] = v_new[xp.asarray(ok)]
         level[good] = target[ok]
         ramp[good] = np.minimum(ramp[good] * 1.5, 0.5)
         ramp[bad] /= 2.0
         alive[bad[ramp[bad] < 1e-4]] = False
     win = alive & (level >= 1.0)
-    v[idx[win]] = vs[win]
+    v[xp.asarray(idx[win])] = vs[xp.asarray(win)]
     done[idx[win]] = True
     return v

@@ -8,6 +8,11 @@ right-hand sides as columns. :func:`get_solver` maps a name to one:
 - ``"superlu"``, ``"cholmod"``: that factorisation explicitly;
 - ``"cg"``: preconditioned conjugate gradients (symmetric positive definite only);
 - ``"dense"``: LAPACK on the dense matrix, a reference for tests.
+
+``cg``, ``"dense"`` and :func:`backward_error` work on cupy arrays too (the module of the
+right-hand side, :func:`circuitsim.solvers.arrays.array_module`). The GPU's direct factorisations
+(cuDSS through nvmath-python, cupyx's SuperLU) are in :mod:`circuitsim.solvers.gpu`, which this
+package does not import: only the GPU path does.
 """
 
 from functools import partial

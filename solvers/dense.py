@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
-from .result import SolveResult, backward_error
+from .result import SolveResult, _module, backward_error
 
 __all__ = ["MAX_DENSE", "solve_dense"]
 
@@ -17,8 +16,9 @@ def solve_dense(A, b, *, rtol: float = 1e-10, **_ignored) -> SolveResult:
     n = A.shape[0]
     if n > MAX_DENSE:
         raise ValueError(f"the dense solver is a test reference for N <= {MAX_DENSE}, got N = {n}")
-    dense = A.toarray() if sp.issparse(A) else np.asarray(A)
-    b = np.asarray(b, dtype=np.float64)
-    x = np.linalg.solve(dense, b)
+    xp = _module(b)
+    dense = A.toarray() if hasattr(A, "toarray") else xp.asarray(A)
+    b = xp.asarray(b, dtype=np.float64)
+    x = xp.linalg.solve(dense, b)
     res = backward_error(A, x, b)
     return SolveResult(x, bool(np.all(res <= rtol)), 1, res, "dense")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .result import SolveResult, backward_error
+from .result import SolveResult, _module, backward_error
 
 __all__ = ["cg", "jacobi"]
 
 
 def jacobi(A):
     """The Jacobi (diagonal) preconditioner of ``A`` as a callable on ``(N,)`` or ``(N, K)``."""
-    d = sp.csr_matrix(A).diagonal()
-    if np.any(d <= 0):
+    d = (A if hasattr(A, "diagonal") else sp.csr_matrix(A)).diagonal()
+    if bool((d <= 0).any()):
         raise ValueError("Jacobi preconditioner needs a positive diagonal")
     inv = 1.0 / d
 
@@ -36,32 +36,33 @@ def cg(A, b, *, x0=None, rtol: float = 1e-10, atol: float = 0.0, maxiter: int | 
     ``maxiter`` defaults to ``10 N``. Columns that do not meet the tolerance leave
     ``converged`` False; nothing is raised here.
     """
-    b = np.asarray(b, dtype=np.float64)
+    xp = _module(b)
+    b = xp.asarray(b, dtype=np.float64)
     B = b[:, None] if b.ndim == 1 else b
     n = B.shape[0]
     maxiter = 10 * n if maxiter is None else maxiter
     M = jacobi(A) if M is None else M
-    X = np.zeros_like(B) if x0 is None else np.array(x0, dtype=np.float64).reshape(B.shape)
+    X = xp.zeros_like(B) if x0 is None else xp.array(x0, dtype=np.float64).reshape(B.shape)
     R = B - A @ X
-    target = np.maximum(rtol * np.linalg.norm(B, axis=0), atol)
-    active = np.linalg.norm(R, axis=0) > target
+    target = xp.maximum(rtol * xp.linalg.norm(B, axis=0), atol)
+    active = xp.linalg.norm(R, axis=0) > target
     Z = M(R)
     P = Z.copy()
-    rz = np.einsum("ij,ij->j", R, Z)
+    rz = xp.einsum("ij,ij->j", R, Z)
     it = 0
-    while active.any() and it < maxiter:
+    while bool(active.any()) and it < maxiter:
         it += 1
         AP = A @ P
-        pap = np.einsum("ij,ij->j", P, AP)
-        alpha = np.where(active, rz / np.where(active, pap, 1.0), 0.0)
+        pap = xp.einsum("ij,ij->j", P, AP)
+        alpha = xp.where(active, rz / xp.where(active, pap, 1.0), 0.0)
         X += alpha * P
         R -= alpha * AP
-        active &= np.linalg.norm(R, axis=0) > target
+        active &= xp.linalg.norm(R, axis=0) > target
         Z = M(R)
-        rz_new = np.einsum("ij,ij->j", R, Z)
-        beta = np.where(active, rz_new / np.where(active, rz, 1.0), 0.0)
+        rz_new = xp.einsum("ij,ij->j", R, Z)
+        beta = xp.where(active, rz_new / xp.where(active, rz, 1.0), 0.0)
         P = Z + beta * P
         rz = rz_new
     x = X[:, 0] if b.ndim == 1 else X
     res = backward_error(A, x, b)
-    return SolveResult(x, not active.any(), it, res, "cg")
+    return SolveResult(x, not bool(active.any()), it, res, "cg")

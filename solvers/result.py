@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import array_module
+
 __all__ = ["SolveResult", "backward_error"]
 
 
@@ -36,8 +38,17 @@ class SolveResult:
 
 
 def backward_error(A, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Relative residual ``||b - A x||_2 / ||b||_2`` per column (a safe 0/0 -> 0)."""
+    """Relative residual ``||b - A x||_2 / ||b||_2`` per column (a safe 0/0 -> 0); numpy or
+    cupy arrays (the module of ``b``)."""
+    xp = _module(b)
     r = b - A @ x
-    num = np.linalg.norm(r, axis=0)
-    den = np.linalg.norm(b, axis=0)
-    return np.divide(num, den, out=np.where(num > 0, np.inf, 0.0), where=den > 0)
+    num = xp.linalg.norm(r, axis=0)
+    den = xp.linalg.norm(b, axis=0)
+    if xp is np:
+        return np.divide(num, den, out=np.where(num > 0, np.inf, 0.0), where=den > 0)
+    return xp.where(den > 0, num / xp.where(den > 0, den, 1.0), xp.where(num > 0, np.inf, 0.0))
+
+
+def _module(x):
+    """The array module of ``x`` (cupy for a cupy array; never imports cupy otherwise)."""
+    return array_module(x)
