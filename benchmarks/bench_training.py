@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bench_layers import available
 from .common import Row, best_of, not_run
 
 BENCH = "training"
@@ -33,13 +34,6 @@ LOSS = 0.10  # the plain mapping must lose at least this much accuracy
 WITHIN = 0.01  # the target: compensated or fine-tuned within this of the ideal accuracy
 
 
-def available() -> str | None:
-    try:
-        import onnx  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        return f"{exc.name} is not installed; pip install 'circuitsim[layers]'"
-    return None
 
 
 def _data(limit):

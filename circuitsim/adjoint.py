@@ -41,7 +41,7 @@ from .linearised import Linearisation
 from .merged import zero_forest
 from .mna import Plan
 from .newton import solve_newton
-from .result import ConvergenceError, Solution
+from .result import ConvergenceError, Solution, drop_axes
 from .sensitivity import ends, evaluate, fixed_sums
 from .tangent import Tangent, check_solved, direction, tangent_plan
 
@@ -407,6 +407,19 @@ class OperatingPoint:
         return out
 
 
+def transfer_shaped(tile, x, name: str) -> np.ndarray:
+    """``x`` checked to have the shape of the tile's transfer matrix (``(n, m)``, or
+    ``(B, n, m)`` for a batched tile) and finite; returned as ``(B or 1, n, m)``."""
+    m, n = tile.m, tile.n
+    x = as_float_array(x, name)
+    want = ((tile.batch,) if tile.batched else ()) + (n, m)
+    if x.shape != want:
+        raise ValueError(f"{name} has shape {x.shape}; expected {want}, the shape of the "
+                         "transfer matrix")
+    check_finite(x, name)
+    return x.reshape((-1, n, m))
+
+
 def transfer_matrix_vjp(tile: Tile, C, *, solver: str = "direct") -> Gradients:
     """Gradients of ``sum(C * T)`` for the transfer matrix ``T`` of a linear tile.
 
@@ -442,14 +455,7 @@ def transfer_matrix_vjp(tile: Tile, C, *, solver: str = "direct") -> Gradients:
     if solver not in ("direct", "superlu", "cholmod"):
         raise ValueError(f"solver must be 'direct', 'superlu' or 'cholmod', got {solver!r}")
     m, n, B = tile.m, tile.n, tile.batch
-    C = as_float_array(C, "C")
-    want = ((B,) if tile.batched else ()) + (n, m)
-    if C.shape != want:
-        raise ValueError(f"C has shape {C.shape}; expected {want}, the shape of the transfer "
-                         "matrix")
-    check_finite(C, "C")
-    C = C.reshape(B if tile.batched else 1, n, m)
-    C = np.broadcast_to(C, (B, n, m))
+    C = np.broadcast_to(transfer_shaped(tile, C, "C"), (B, n, m))
     acc = {}
     nk = m + n
     for plan in tile_plans(tile):
@@ -512,12 +518,6 @@ def jvp(tile: Tile, v_in, *, dg=None, dv_in=None, dr_wl=None, dr_bl=None, dr_sou
     i_out, i_source = -d_fixed[..., m:], d_fixed[..., :m]
 
     def shape(x):
-        if not tile.batched:
-            x = x[0]
-            if v_arr.ndim == 1:
-                x = x[0]
-        elif v_arr.ndim == 1:
-            x = x[:, 0]
-        return x
+        return drop_axes(x, tile.batched, v_arr.ndim == 1)
 
     return Tangent(i_out=shape(i_out), i_source=shape(i_source), solution=point.solution)

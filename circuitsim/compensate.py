@@ -40,7 +40,7 @@ import scipy.sparse.linalg as spla
 from circuitsim.netlist import Tile, as_float_array, check_finite
 
 from ._internals import tile_plans
-from .adjoint import OperatingPoint, _check_newton
+from .adjoint import OperatingPoint, _check_newton, transfer_shaped
 from .linearised import Linearisation
 from .tangent import direction
 
@@ -226,15 +226,10 @@ def _transfer_target(tile: Tile, target):
     if target is None:
         t = tile.g.transpose(0, 2, 1).copy()
         return t, (t if tile.batched else t[0])
-    t = as_float_array(target, "target")
-    want = ((B,) if tile.batched else ()) + (n, m)
-    if t.shape != want:
-        raise ValueError(f"target has shape {t.shape}; expected {want}, the shape of the "
-                         "transfer matrix")
-    check_finite(t, "target")
+    t = transfer_shaped(tile, target, "target")
     if not np.abs(t).max() > 0:
         raise ValueError("target is all zero: nothing to match")
-    return t.reshape((-1, n, m)), t
+    return t, t.reshape(((B,) if tile.batched else ()) + (n, m))
 
 
 def _input_target(tile: Tile, v_arr, v, target):

@@ -29,7 +29,7 @@ from .memory import check_result_memory, check_solve_memory, device_batch
 from .mna import on_backend, tile_plans
 from .newton import MODES, solve_newton
 from .power import Power, read_power
-from .result import ConvergenceError, Solution
+from .result import ConvergenceError, Solution, drop_axes
 from .transfer import OUTPUTS_BY_TRANSFER_FROM, schur_transfer, transfer_outputs
 
 __all__ = ["TransferInfo", "solve", "transfer_matrix"]
@@ -459,13 +459,7 @@ def _package(tile, v_in, v_full, out: _Results) -> Solution:
     diag = (lambda x: x) if xp is np else xp.asarray  # per-system diagnostics where i_out is
 
     def shape(x):
-        if not tile.batched:
-            x = x[0]
-            if v_in.ndim == 1:
-                x = x[0]
-        elif v_in.ndim == 1:
-            x = x[:, 0]
-        return x
+        return drop_axes(x, tile.batched, v_in.ndim == 1)
 
     grid = (B, K, m, n)
     v_nodes = out.v_nodes

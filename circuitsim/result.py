@@ -8,7 +8,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ConvergenceError", "Solution"]
+__all__ = ["ConvergenceError", "Solution", "drop_axes"]
+
+
+def drop_axes(x, batched: bool, one_vector: bool):
+    """An array with leading axes ``(B, K, ...)`` without the axes the caller did not give:
+    ``B`` for an unbatched tile, ``K`` for a single input vector ``(m,)``."""
+    if not batched:
+        x = x[0]
+        if one_vector:
+            x = x[0]
+    elif one_vector:
+        x = x[:, 0]
+    return x
 
 
 class ConvergenceError(RuntimeError):
