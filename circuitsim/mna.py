@@ -224,23 +224,29 @@ class Plan:
         ``(S n_fixed, S n_red)``; the same sums as :meth:`fixed_currents`."""
         gather, diff, _, _ = self.maps("fixed_operator")
         _, sparse = self.modules()
-        eye = sparse.identity(len(p), format="csr")
-        return (sparse.kron(eye, gather, format="csr") @ sparse.diags(p.ravel())
-                @ sparse.kron(eye, diff, format="csr"))
+        blocks = _block_diagonal_of(sparse, len(p))
+        return blocks(gather) @ sparse.diags(p.ravel()) @ blocks(diff)
 
     def fixed_operators(self, p):
         """:meth:`fixed_operator` split by columns into the unknowns' part ``(S n_fixed, S
         n_free)`` and the fixed nodes' part ``(S n_fixed, S n_fixed)``, each block-diagonal."""
         gather, _, diff_f, diff_k = self.maps("fixed_operator")
         _, sparse = self.modules()
-        eye = sparse.identity(len(p), format="csr")
-        left = sparse.kron(eye, gather, format="csr") @ sparse.diags(p.ravel(), format="csr")
-        return (left @ sparse.kron(eye, diff_f, format="csr"),
-                left @ sparse.kron(eye, diff_k, format="csr"))
+        blocks = _block_diagonal_of(sparse, len(p))
+        left = blocks(gather) @ sparse.diags(p.ravel(), format="csr")
+        return left @ blocks(diff_f), left @ blocks(diff_k)
 
     def expand_voltages(self, v_red: np.ndarray) -> np.ndarray:
         """Voltages of all circuit nodes ``(S, n_nodes)`` from reduced ones ``(S, n_red)``."""
         return v_red[:, self.node_map]
+
+
+def _block_diagonal_of(sparse, S: int):
+    """``M -> diag(M, ..., M)`` (``S`` copies, CSR); the matrix itself for one system."""
+    if S == 1:
+        return lambda M: M.tocsr()
+    eye = sparse.identity(S, format="csr")
+    return lambda M: sparse.kron(eye, M, format="csr")
 
 
 def _map_fixed_currents(plan: Plan):

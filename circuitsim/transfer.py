@@ -58,7 +58,9 @@ def _permutation(plan: Plan):
     if cached is None:
         nf = plan.n_free
         boundary = np.unique(plan.fk_rows)
-        interior = np.setdiff1d(np.arange(nf), boundary)  # keeps the nested-dissection order
+        interior = np.ones(nf, dtype=bool)
+        interior[boundary] = False
+        interior = np.flatnonzero(interior)  # keeps the nested-dissection order
         perm = np.concatenate([interior, boundary])
         nnz = plan.nnz
         marker = sp.csc_matrix((np.arange(1, nnz + 1, dtype=float), plan.indices, plan.indptr),
