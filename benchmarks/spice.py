@@ -135,11 +135,12 @@ def run_ngspice(deck: str, n: int, *, timeout: float = 600.0, workdir: str | Non
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "deck.cir"
         path.write_text(text)
-        out_path = Path(tmp) / "out.txt"
-        with open(out_path, "w") as out:
+        out_path, err_path = Path(tmp) / "out.txt", Path(tmp) / "err.txt"
+        # stderr apart: ngspice's notes on stderr would otherwise land inside a printed value
+        # (its stdout is block-buffered), which then fails to parse
+        with open(out_path, "w") as out, open(err_path, "w") as err:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([exe, "-b", str(path)], stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=tmp)
+            proc = subprocess.Popen([exe, "-b", str(path)], stdout=out, stderr=err, cwd=tmp)
             try:
                 _, status, hwm_kb = _wait(proc, timeout)
             except subprocess.TimeoutExpired:
@@ -147,9 +148,10 @@ def run_ngspice(deck: str, n: int, *, timeout: float = 600.0, workdir: str | Non
                 proc.wait()
                 raise RuntimeError(f"ngspice timed out after {timeout:.0f} s") from None
             wall = time.perf_counter() - t0
-        stdout = out_path.read_text(errors="replace")
+        printed = out_path.read_text(errors="replace")
+        log = printed + err_path.read_text(errors="replace")
     values = {}
-    for line in stdout.splitlines():
+    for line in printed.splitlines():
         mt = _VALUE.match(line)
         if mt:
             try:
@@ -157,14 +159,18 @@ def run_ngspice(deck: str, n: int, *, timeout: float = 600.0, workdir: str | Non
             except ValueError:
                 pass
     i_out = np.array([values.get(f"i(vsense_{j})", np.nan) for j in range(n)])
-    errors = [ln for ln in stdout.splitlines() if re.search(r"\berror\b", ln, re.IGNORECASE)
+    errors = [ln for ln in log.splitlines() if re.search(r"\berror\b", ln, re.IGNORECASE)
               and "error =" not in ln.lower()]
-    if np.isnan(i_out).any() or re.search(r"(timestep too small|no convergence|singular)",
-                                         stdout, re.IGNORECASE):
-        tail = "\n".join((errors or stdout.splitlines())[-8:])
-        raise RuntimeError(f"ngspice failed (exit status {status}):\n{tail}")
+    missing = np.flatnonzero(np.isnan(i_out))
+    trouble = re.search(r"^.*(timestep too small|no convergence|singular).*$", log,
+                        re.IGNORECASE | re.MULTILINE)
+    if len(missing) or trouble:
+        why = (f"no value for i(vsense_j), j = {missing[:8].tolist()}" if len(missing)
+               else f"ngspice printed {trouble.group(0).strip()!r}")
+        tail = "\n".join((errors or log.splitlines())[-8:])
+        raise RuntimeError(f"ngspice failed (exit status {status}): {why}\n{tail}")
     return {"time_s": wall, "i_out": i_out, "maxrss_mb": None if hwm_kb is None else hwm_kb / 1024,
-            "stdout_tail": "\n".join(stdout.splitlines()[-5:])}
+            "stdout_tail": "\n".join(printed.splitlines()[-5:])}
 
 
 def _hwm_kb(pid: int) -> int | None:

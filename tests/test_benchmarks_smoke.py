@@ -148,3 +148,33 @@ def test_nonlinear_reports_missing_newton(monkeypatch):
     cfg = run.Config(quick=True, repeats=1, memory=False, verbose=False)
     rows = bench_nonlinear.run(cfg)
     assert rows and all(r.status == "NOT RUN" and "no newton" in r.note for r in rows)
+
+
+def _fake_ngspice(tmp_path, monkeypatch, script: str):
+    exe = tmp_path / "ngspice"
+    exe.write_text("#!/bin/sh\n" + script)
+    exe.chmod(0o755)
+    monkeypatch.setattr("benchmarks.spice.ngspice_path", lambda: str(exe))
+
+
+def test_run_ngspice_keeps_values_whole_when_notes_interleave(tmp_path, monkeypatch):
+    """ngspice's stdout is block-buffered and its notes go to stderr: a note may arrive in the
+    middle of a printed value (seen on a 128x128 deck). Both currents must still parse."""
+    _fake_ngspice(tmp_path, monkeypatch,
+                  "printf 'i(vsense_0) = 1.25e-04\\ni(vsense_1) = 5.8e'\n"
+                  "printf 'Note: No \".plot\" lines; no simulations run\\n' >&2\n"
+                  "printf -- '-04\\n'\nexit 1\n")
+    deck = "t\nR1 a 0 1\n.op\n.end\n"
+    assert run_ngspice(deck, 2)["i_out"].tolist() == [1.25e-4, 5.8e-4]
+
+
+@pytest.mark.parametrize(("script", "why"), [
+    ("printf 'i(vsense_0) = 1.0e-04\\n'\n", r"no value for i\(vsense_j\), j = \[1\]"),
+    ("printf 'i(vsense_0) = 1e-4\\ni(vsense_1) = 2e-4\\n'\n"
+     "printf 'Warning: singular matrix:  check node wl_0_1\\n' >&2\n",
+     "ngspice printed 'Warning: singular matrix:  check node wl_0_1'"),
+])
+def test_run_ngspice_says_why_it_failed(tmp_path, monkeypatch, script, why):
+    _fake_ngspice(tmp_path, monkeypatch, script)
+    with pytest.raises(RuntimeError, match=why):
+        run_ngspice("t\nR1 a 0 1\n.op\n.end\n", 2)
