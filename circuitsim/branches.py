@@ -84,22 +84,26 @@ def group_models(plan: Plan, tile_idx: np.ndarray) -> list:
 
 
 def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models=None,
-                  gmin: float = 0.0) -> BranchValues:
+                  gmin: float = 0.0, skip_resistors: bool = False) -> BranchValues:
     """Evaluate all kept branches of ``plan`` at reduced node voltages ``v_red`` ``(S, n_red)``.
 
     ``models`` may give the per-group models already reduced with :func:`select_cells` (Newton
     does that once, not every iteration). ``gmin`` adds a conductance in parallel with every
-    nonlinear branch (gmin stepping).
+    nonlinear branch (gmin stepping). ``skip_resistors``: only the branches after the resistors
+    (the first ``plan.n_res``), ``(S, E - n_res)``; Newton keeps the resistors as one fixed
+    matrix per tile instead.
     """
     xp, _ = plan.modules()
-    va, vb = v_red[:, plan.a], v_red[:, plan.b]
-    shape = (len(v_red), len(plan.a))
+    first = plan.n_res if skip_resistors else 0
+    a, b = (plan.a[first:], plan.b[first:]) if first else (plan.a, plan.b)
+    va, vb = v_red[:, a], v_red[:, b]
+    shape = (len(v_red), len(a))
     i, p, q = xp.empty(shape), xp.empty(shape), xp.empty(shape)
-    start = 0
+    start = -first
     for k, (kind, values, cells, group_model) in enumerate(groups(plan)):
         sl = slice(start, start + len(plan.kept[k]))
         start = sl.stop
-        if not len(plan.kept[k]):
+        if not len(plan.kept[k]) or (skip_resistors and kind == "resistor"):
             continue
         value = per_system(values, tile_idx, cells)
         model = models[k] if models is not None else select_cells(group_model, tile_idx, cells)

@@ -309,8 +309,34 @@ def _map_jacobian(plan: Plan):
             np.where(a_free, plan.a, 0), np.where(b_free, plan.b, 0))
 
 
+def _map_nonlinear(plan: Plan):
+    """:func:`_map_jacobian` and the incidence for the branches after the resistors only (Newton
+    evaluates those; the resistors are one fixed matrix per tile, see ``resistor_network``)."""
+    nr, nf = plan.n_res, plan.n_free
+    pos, neg, a_free, b_free, a, b = _map_jacobian(plan)
+    inc = plan.incidence[:nf].tocsr()
+    return (inc[:, nr:].tocsr(), pos[:, nr:].tocsr(), neg[:, nr:].tocsr(), a_free[nr:],
+            b_free[nr:], a[nr:], b[nr:])
+
+
+def _map_resistor_network(plan: Plan):
+    """The resistors' incidence at the unknowns ``(n_free, n_res)`` and their voltage differences
+    over the unknowns ``(n_res, n_free)`` and the fixed nodes ``(n_res, n_fixed)``: with
+    conductances ``g``, ``inc diag(g) diff`` is the network's matrix."""
+    nr, nf = plan.n_res, plan.n_free
+    e = np.arange(nr)
+    diff = sp.csr_matrix(
+        (np.concatenate([np.ones(nr), -np.ones(nr)]),
+         (np.concatenate([e, e]), np.concatenate([plan.a[:nr], plan.b[:nr]]))),
+        shape=(nr, nf + plan.n_fixed))
+    inc = plan.incidence[:nf][:, :nr].tocsr()
+    return inc, diff[:, :nf].tocsr(), diff[:, nf:].tocsr()
+
+
 #: Maps derived from a plan's pattern on first use (:meth:`Plan.maps`).
 _MAPS = {
+    "nonlinear": _map_nonlinear,
+    "resistor_network": _map_resistor_network,
     "fixed_currents": _map_fixed_currents,
     "fixed_operator": _map_fixed_operator,
     "incidence": _map_incidence,

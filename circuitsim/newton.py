@@ -182,27 +182,112 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
     return alpha
 
 
+class _Network:
+    """The resistors (wires, source and sense resistances) of each tile as fixed sparse matrices.
+
+    They are linear and the same for every input vector of a tile, so Newton does not evaluate
+    them branch by branch: their currents at the unknowns are ``G_f x + G_k v_k`` and their part
+    of every Jacobian is ``G_f``, one matrix per tile (``tiles``: the batch indices, as the
+    preconditioner holds them; ``tile_pos`` gives each system's position among them). On a 1T1R
+    or sinh tile the resistors are about half or two thirds of the branches.
+    """
+
+    def __init__(self, plan: Plan, tiles: np.ndarray):
+        xp, sparse = plan.modules()
+        self.plan = plan
+        nr, nf = plan.n_res, plan.n_free
+        self.g = xp.zeros((len(tiles), nr))
+        self.free, self.fixed, self.diag = [], [], []
+        if not nr:
+            return
+        inc, diff_f, diff_k = plan.maps("resistor_network")
+        _, values, cells, _ = groups(plan)[0]
+        for k, t in enumerate(tiles):
+            self.g[k] = 1.0 / per_system(values, np.array([t]), cells)[0]
+            left = inc @ sparse.diags(self.g[k], format="csr")
+            G_f = (left @ diff_f).tocsr()
+            self.free.append(G_f)
+            self.fixed.append((left @ diff_k).tocsr())
+            self.diag.append(xp.asarray(G_f.diagonal()).reshape(nf, 1))
+
+    def _by_tile(self, tile_pos: np.ndarray):
+        tiles = np.unique(tile_pos)
+        if len(tiles) == 1:
+            return [(int(tiles[0]), None)]
+        xp, _ = self.plan.modules()
+        return [(int(k), xp.asarray(np.flatnonzero(tile_pos == k))) for k in tiles]
+
+    def current(self, v, tile_pos: np.ndarray):
+        """Current leaving each unknown node through the resistors, ``(n_free, S)``, for reduced
+        voltages ``v`` ``(S, n_red)``."""
+        xp, _ = self.plan.modules()
+        nf = self.plan.n_free
+        if not self.free:
+            return xp.zeros((nf, len(v)))
+        out = None
+        for k, cols in self._by_tile(tile_pos):
+            vs = v if cols is None else v[cols]
+            part = self.free[k] @ xp.ascontiguousarray(vs[:, :nf].T)
+            part += self.fixed[k] @ xp.ascontiguousarray(vs[:, nf:].T)
+            if cols is None:
+                return xp.asarray(part)
+            if out is None:
+                out = xp.empty((nf, len(v)))
+            out[:, cols] = part
+        return out
+
+    def matvec(self, x, tile_pos: np.ndarray):
+        """``G_f x`` for the columns ``x`` ``(n_free, S')`` of systems at ``tile_pos`` ``(S',)``."""
+        xp, _ = self.plan.modules()
+        if not self.free:
+            return xp.zeros_like(x)
+        out = None
+        for k, cols in self._by_tile(tile_pos):
+            if cols is None:
+                return xp.asarray(self.free[k] @ x)
+            if out is None:
+                out = xp.empty_like(x)
+            out[:, cols] = self.free[k] @ x[:, cols]
+        return out
+
+    def diagonal(self, tile_pos: np.ndarray):
+        """The diagonal of ``G_f`` for each system, ``(n_free, S)``."""
+        xp, _ = self.plan.modules()
+        nf = self.plan.n_free
+        if not self.diag:
+            return xp.zeros((nf, len(tile_pos)))
+        return xp.concatenate(self.diag, axis=1)[:, xp.asarray(tile_pos)]
+
+    def partials(self, tile_pos: np.ndarray):
+        """The resistors' conductances per system ``(S, n_res)`` (their partials ``p = g``,
+        ``q = -g``)."""
+        xp, _ = self.plan.modules()
+        return self.g[xp.asarray(tile_pos)]
+
+
 class _Jacobian:
     """The Jacobians of the active systems, as an operator and, on demand, as one matrix.
 
-    Newton-Krylov needs only products ``J x``, which the branch partials give directly
-    (``F'(v) x = incidence @ (p x_a + q x_b)``) without assembling ``J``; the block-diagonal matrix
-    is built only for direct solves. Nodes whose Jacobian row is empty are held (see
-    :func:`~circuitsim.precondition.hold_floating`): their rows act as the identity.
+    Newton-Krylov needs only products ``J x``, which the resistor network and the branch partials
+    of the other branches give directly (``F'(v) x = G_f x + incidence @ (p x_a + q x_b)``)
+    without assembling ``J``; the block-diagonal matrix is built only for direct solves. Nodes
+    whose Jacobian row is empty are held (see :func:`~circuitsim.precondition.hold_floating`):
+    their rows act as the identity. ``bv`` holds the branches after the resistors;
+    ``tile_pos`` (host) each system's tile in ``net``.
     """
 
-    def __init__(self, plan: Plan, bv, f):
+    def __init__(self, plan: Plan, bv, f, net: _Network, tile_pos: np.ndarray):
         xp, _ = plan.modules()
-        self.plan, self.bv = plan, bv
-        self.inc = plan.maps("incidence")[0]
-        pos, neg, a_free, b_free, self.a, self.b = plan.maps("jacobian")
-        # systems last, (E, S): partials of branch ends at fixed nodes are zeroed, so products
+        self.plan, self.bv, self.net, self.tile_pos = plan, bv, net, tile_pos
+        self.inc, pos, neg, a_free, b_free, self.a, self.b = plan.maps("nonlinear")
+        # systems last, (E', S): partials of branch ends at fixed nodes are zeroed, so products
         # need no rows for the fixed nodes (their updates are 0)
         self.pt = xp.ascontiguousarray(bv.p.T)
         self.pt *= a_free
         self.qt = xp.ascontiguousarray(bv.q.T)
         self.qt *= b_free
-        diag = pos @ self.pt - neg @ self.qt  # (nf, S): sum of p at a, -q at b
+        # (nf, S): the resistors' diagonal plus the sum of p at a, -q at b
+        diag = net.diagonal(tile_pos) + pos @ self.pt - neg @ self.qt
         held = diag == 0
         self.any_held = bool(held.any())
         if self.any_held:
@@ -214,12 +299,15 @@ class _Jacobian:
         if not len(x):  # every node fixed: nothing to multiply
             return x.copy()
         if bool(mask.all()):
-            p, q, held = self.pt, self.qt, self.held_t
+            p, q, held, pos = self.pt, self.qt, self.held_t, self.tile_pos
         else:
             p, q, held = self.pt[:, mask], self.qt[:, mask], self.held_t[:, mask]
+            pos = self.tile_pos[array_module(mask).asnumpy(mask) if hasattr(
+                array_module(mask), "asnumpy") else np.asarray(mask)]
         branch = p * x[self.a]
         branch += q * x[self.b]
         y = self.inc @ branch
+        y += self.net.matvec(x, pos)
         if self.any_held:
             y[held] = x[held]
         return y
@@ -229,7 +317,10 @@ class _Jacobian:
         plan's factorisations take."""
         xp, _ = self.plan.modules()
         r = xp.asarray(rows)
-        data = self.plan.data(self.bv.p[r], self.bv.q[r])
+        g = self.net.partials(self.tile_pos[rows])
+        p = xp.concatenate([g, self.bv.p[r]], axis=1)
+        q = xp.concatenate([-g, self.bv.q[r]], axis=1)
+        data = self.plan.data(p, q)
         hold_floating(self.plan, data)
         return factor.block_matrix(self.plan, data)
 
@@ -323,7 +414,8 @@ def _direct(plan: Plan, J, f, opts: _Options):
     return fac.solve(-f.ravel()).reshape(len(f), nf)
 
 
-def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: float = 0.0):
+def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: _Network,
+            gmin: float = 0.0):
     """Newton on the systems given.
 
     ``v``, ``vk`` are on the plan's backend, ``tile_idx`` and ``tile_pos`` on the host (the
@@ -335,7 +427,8 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
     xp, host = bk.xp, bk.to_host
     S = len(v)
     nf = plan.n_free
-    inc = plan.maps("incidence")[0]
+    inc = plan.maps("nonlinear")[0]
+    nr = plan.n_res
     v = v.copy()
     v[:, nf:] = vk
     its = np.zeros(S, dtype=np.int64)
@@ -349,12 +442,18 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
     clock = opts.clock
     for it in range(1, opts.max_iter + 2):
         sub = _take_rows(models, active)
-        bv = branch_values(plan, v[xp.asarray(active)], tile_idx[active], models=sub, gmin=gmin)
-        f = xp.asarray(inc @ bv.i.T).T
+        v_act = v[xp.asarray(active)]
+        # the branches after the resistors; the resistors are the fixed network
+        bv = branch_values(plan, v_act, tile_idx[active], models=sub, gmin=gmin,
+                           skip_resistors=True)
+        f = net.current(v_act, tile_pos[active])
+        f += inc @ bv.i.T
+        f = f.T
+        del v_act
         finite = xp.isfinite(f).all(axis=1) & xp.isfinite(bv.p).all(axis=1)
         if prev is not None:
             v_ok, limited, i_pred = prev
-            i_now = bv.i[:, plan.n_res:]  # resistors are linear: their prediction is exact
+            i_now = bv.i  # resistors are linear: their prediction is exact
             tol = opts.reltol * xp.maximum(xp.abs(i_now), xp.abs(i_pred)) + opts.abstol
             i_ok = (xp.abs(i_now - i_pred) <= tol).all(axis=1)
             conv = host(v_ok & ~limited & i_ok & finite)
@@ -374,8 +473,8 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
             break
         if lin is not None and not plan.symmetric and len(active) >= REFRESH_FROM * len(
                 np.unique(tile_pos[active])):
-            lin.refresh(bv, tile_pos[active])
-        jac = _Jacobian(plan, bv, f)
+            lin.refresh(bv, tile_pos[active], first=nr)
+        jac = _Jacobian(plan, bv, f, net, tile_pos[active])
         act = xp.asarray(active)
         f_now = xp.abs(f).max(axis=1) if nf else xp.zeros(len(active))
         rtol = _forcing(f_now, f_prev[act], opts.krylov_rtol)
@@ -396,9 +495,7 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, gmin: 
         v_ok = (xp.abs(dv) <= opts.reltol * xp.maximum(xp.abs(v_new), xp.abs(v_old)) + opts.vntol)
         v_ok = v_ok.all(axis=1) & ok_step
         full = xp.concatenate([dv, xp.zeros((len(active), plan.n_fixed))], axis=1)
-        nr = plan.n_res
-        i_pred = (bv.i[:, nr:] + bv.p[:, nr:] * full[:, plan.a[nr:]]
-                  + bv.q[:, nr:] * full[:, plan.b[nr:]])
+        i_pred = bv.i + bv.p * full[:, plan.a[nr:]] + bv.q * full[:, plan.b[nr:]]
         v[act, :nf] = v_new
         prev = (v_ok, alpha < 1.0, i_pred)
         # Systems whose step failed outright (singular, NaN) stop here and go to the fallbacks.
@@ -482,9 +579,11 @@ def _solve(plan, vk, tile_idx, opts: _Options, gmin_stepping: bool, source_stepp
     alpha = _limit(plan, models, v_zero, v0[:, :nf], tile_idx, opts)
     v0[:, :nf] *= alpha[:, None]
     krylov = lin if opts.mode == "newton-krylov" else None
-    v, its, done, methods, step = _newton(plan, v0, vk, tile_idx, models, krylov, tile_pos, opts)
+    net = _Network(plan, tiles)
+    v, its, done, methods, step = _newton(plan, v0, vk, tile_idx, models, krylov, tile_pos, opts,
+                                          net)
     total = its.copy()
-    state = (plan, vk, tile_idx, models, krylov, tile_pos, opts, total, done, methods, step)
+    state = (plan, vk, tile_idx, models, krylov, tile_pos, opts, total, done, methods, step, net)
     attempts = ["plain Newton"]
     clock = opts.clock
     if not done.all() and gmin_stepping and not clock.expired:
@@ -517,7 +616,7 @@ def _subset(idx, models, tile_idx, tile_pos):
 
 
 def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods,
-                   step):
+                   step, net):
     """gmin from 1e-3 S down by decades to 0; a system succeeds when the gmin = 0 stage does."""
     xp, _ = plan.modules()
     idx = np.flatnonzero(~done)
@@ -533,7 +632,7 @@ def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, do
         m_live = _take_rows(sub_models, live)
         v_new, its, ok, _, last = _newton(plan, vs[xp.asarray(live)], vk[xp.asarray(idx[live])],
                                           sub_tiles[live], m_live, lin, sub_pos[live], opts,
-                                          gmin=gmin)
+                                          net, gmin=gmin)
         total[idx[live]] += np.where(ok, its, opts.max_iter)
         step[xp.asarray(idx[live])] = last
         vs[xp.asarray(live[ok])] = v_new[xp.asarray(ok)]
@@ -545,7 +644,7 @@ def _gmin_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, do
 
 
 def _source_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, done, methods,
-                     step):
+                     step, net):
     """Ramp the fixed voltages from 0 to their values; halve the step on failure."""
     xp, _ = plan.modules()
     idx = np.flatnonzero(~done)
@@ -563,7 +662,8 @@ def _source_stepping(v, plan, vk, tile_idx, models, lin, tile_pos, opts, total, 
         target = np.minimum(level[live] + ramp[live], 1.0)
         vk_t = xp.asarray(target)[:, None] * vk[xp.asarray(idx[live])]
         v_new, its, ok, _, last = _newton(plan, vs[xp.asarray(live)], vk_t, sub_tiles[live],
-                                          _take_rows(sub_models, live), lin, sub_pos[live], opts)
+                                          _take_rows(sub_models, live), lin, sub_pos[live], opts,
+                                          net)
         total[idx[live]] += np.where(ok, its, opts.max_iter)
         step[xp.asarray(idx[live])] = last
         good, bad = live[ok], live[~ok]

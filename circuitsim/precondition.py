@@ -59,6 +59,7 @@ class PerTile:
         self.tiles = tiles
         bv = _zero_partials(plan, tiles, models)
         self.coupling = [plan.coupling(bv.p[k : k + 1], bv.q[k : k + 1]) for k in range(len(tiles))]
+        self.g = 0.5 * (bv.p - bv.q)  # (T, E): each tile's conductances, updated by refresh
         self.factors = []
         self.method = _method(solver)
         for k in range(len(tiles)):  # one factorisation per tile, not per input vector
@@ -71,14 +72,16 @@ class PerTile:
         tag = "linearised" if self.plan.backend is None else f"linearised-{k}"
         return factor.factorize(self.plan, J, self.method, symmetric=True, tag=tag)
 
-    def refresh(self, bv, tile_pos: np.ndarray) -> None:
+    def refresh(self, bv, tile_pos: np.ndarray, first: int = 0) -> None:
         """Refactor each tile's preconditioner at the mean branch conductances of its active
         systems (symmetrised: a transistor counts as the conductance ``(gd - gs) / 2``), so that
-        it follows the devices as Newton moves away from 0 V."""
+        it follows the devices as Newton moves away from 0 V. ``bv`` holds the branches from
+        ``first`` on; the others (the resistors) keep their conductances."""
         xp, _ = self.plan.modules()
         for k in np.unique(tile_pos):
             rows = xp.asarray(tile_pos == k)
-            g = (0.5 * (bv.p[rows] - bv.q[rows])).mean(axis=0, keepdims=True)
+            g = self.g[k : k + 1].copy()
+            g[:, first:] = (0.5 * (bv.p[rows] - bv.q[rows])).mean(axis=0, keepdims=True)
             self.factors[k] = self._factor(int(k), self.plan.data(g, -g))
 
     def solve(self, r, tile_pos: np.ndarray):
@@ -160,7 +163,7 @@ class Batched:
         rhs = -(self.C @ self._scatter(vk, layout, self.plan.n_fixed))
         return self._gather(self.factor.solve(rhs), layout)
 
-    def refresh(self, bv, tile_pos: np.ndarray) -> None:
+    def refresh(self, bv, tile_pos: np.ndarray, first: int = 0) -> None:
         """As :meth:`PerTile.refresh`, for all tiles with active systems in one factorisation
         (the others keep their last conductances)."""
         xp, sparse = self.plan.modules()
@@ -172,7 +175,7 @@ class Batched:
             (xp.asarray(weights), (xp.asarray(tile_pos), xp.arange(S))), shape=(T, S)).tocsr()
         g_new = xp.asarray(mean @ (0.5 * (bv.p - bv.q)))  # (T, E)
         present = xp.asarray(counts > 0)
-        self.g[present] = g_new[present]
+        self.g[present, first:] = g_new[present]
         self._factor(self.plan.data(self.g, -self.g))
 
 

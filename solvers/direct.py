@@ -41,7 +41,9 @@ def cholmod_available() -> bool:
 
 @dataclass(frozen=True)
 class Factor:
-    """A factorisation of one matrix; ``solve(b)`` accepts ``(N,)`` or ``(N, K)``."""
+    """A factorisation of one matrix; ``solve(b)`` accepts ``(N,)`` or ``(N, K)`` and returns
+    a C-ordered array (the sparse products that follow want it so; CHOLMOD's own result is
+    column-major)."""
 
     method: str
     _solve: Any
@@ -65,7 +67,7 @@ class Analysis:
                 numeric = self._symbolic.cholesky(A)
             except _cholmod.CholmodNotPositiveDefiniteError as exc:
                 raise np.linalg.LinAlgError(f"matrix is not positive definite: {exc}") from None
-            return Factor("cholmod", numeric)
+            return Factor("cholmod", lambda b, numeric=numeric: np.ascontiguousarray(numeric(b)))
         lu = spla.splu(A, permc_spec=self._symbolic)
         return Factor("superlu", lu.solve)
 

@@ -187,8 +187,9 @@ def test_1t1r_batch_with_preconditioner_refresh(backend, rng, mode, monkeypatch)
 
     layout = precondition.Batched if backend.batched_preconditioner else precondition.PerTile
     refreshed, refresh = [], layout.refresh
-    monkeypatch.setattr(layout, "refresh", lambda self, bv, pos: (refreshed.append(len(pos)),
-                                                                  refresh(self, bv, pos)))
+    monkeypatch.setattr(layout, "refresh",
+                        lambda self, bv, pos, first=0: (refreshed.append(len(pos)),
+                                                        refresh(self, bv, pos, first)))
     tile = random_tile(rng, 4, 3, batch=2, device=cs.devices.Sinh(a=3.0),
                        access=cs.devices.Level1(**ACCESS), v_gate=1.8)
     v = rng.uniform(0.0, 0.3, (2, 18, 4))
