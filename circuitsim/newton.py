@@ -454,8 +454,12 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: _
         if prev is not None:
             v_ok, limited, i_pred = prev
             i_now = bv.i  # resistors are linear: their prediction is exact
-            tol = opts.reltol * xp.maximum(xp.abs(i_now), xp.abs(i_pred)) + opts.abstol
-            i_ok = (xp.abs(i_now - i_pred) <= tol).all(axis=1)
+            tol = xp.maximum(xp.abs(i_now), xp.abs(i_pred))
+            tol *= opts.reltol
+            tol += opts.abstol
+            i_pred -= i_now  # the prediction is not used after this test
+            i_ok = (xp.abs(i_pred) <= tol).all(axis=1)
+            del tol
             conv = host(v_ok & ~limited & i_ok & finite)
             done[active[conv]] = True
             its[active[conv]] = it - 1
@@ -487,15 +491,23 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: _
         dv, method = _step(plan, jac, f, lin, tile_pos[active], opts, rtol)
         methods.add(method)
         ok_step = xp.isfinite(dv).all(axis=1)
-        alpha = _limit(plan, sub, v[act], xp.nan_to_num(dv), tile_idx[active], opts)
-        dv = alpha[:, None] * xp.nan_to_num(dv)
+        if not bool(ok_step.all()):
+            dv = xp.nan_to_num(dv)
+        alpha = _limit(plan, sub, v[act], dv, tile_idx[active], opts)
+        if not bool((alpha == 1.0).all()):
+            dv *= alpha[:, None]
         step[act] = xp.abs(dv).max(axis=1) if nf else 0.0
         v_old = v[act, :nf]
         v_new = v_old + dv
-        v_ok = (xp.abs(dv) <= opts.reltol * xp.maximum(xp.abs(v_new), xp.abs(v_old)) + opts.vntol)
-        v_ok = v_ok.all(axis=1) & ok_step
+        bound = xp.maximum(xp.abs(v_new), xp.abs(v_old))  # in place: (S, nf) arrays are large
+        bound *= opts.reltol
+        bound += opts.vntol
+        v_ok = (xp.abs(dv) <= bound).all(axis=1) & ok_step
+        del bound
         full = xp.concatenate([dv, xp.zeros((len(active), plan.n_fixed))], axis=1)
-        i_pred = bv.i + bv.p * full[:, plan.a[nr:]] + bv.q * full[:, plan.b[nr:]]
+        i_pred = bv.p * full[:, plan.a[nr:]]
+        i_pred += bv.i
+        i_pred += bv.q * full[:, plan.b[nr:]]
         v[act, :nf] = v_new
         prev = (v_ok, alpha < 1.0, i_pred)
         # Systems whose step failed outright (singular, NaN) stop here and go to the fallbacks.
