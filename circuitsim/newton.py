@@ -1,8 +1,10 @@
 """Damped Newton-Raphson on the node voltages of many nonlinear systems at once.
 
 A system is one (tile, input vector) pair; all share the plan's sparsity pattern. Each Newton
-iteration evaluates every branch of every active system in one vectorized pass, assembles the
-block-diagonal Jacobian, solves for the update, limits it, and tests convergence SPICE's way
+iteration evaluates every nonlinear branch (memristors, access transistors) of every active
+system in one vectorized pass (the resistors, linear and the same for all inputs of a tile, are
+one fixed sparse matrix per tile: :class:`_Network`), solves for the update, limits it, and
+tests convergence SPICE's way
 (ngspice ``NIconvTest``): an iteration converges when the previous update moved every node by at
 most ``reltol * max(|v_new|, |v_old|) + vntol``, no update was limited, and every branch current
 is within ``reltol * max(|i|, |i_predicted|) + abstol`` of its linear prediction. Never on the first
