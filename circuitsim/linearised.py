@@ -30,6 +30,7 @@ from circuitsim import solvers
 from ._internals import CHUNK_UNKNOWNS, Linearised, bicgstab_many, cholmod_mode
 from .branches import branch_values, select_cells
 from .mna import Plan
+from .network import ResistorNetwork
 
 __all__ = ["Linearisation"]
 
@@ -78,6 +79,15 @@ class Linearisation:
         inc = plan.incidence
         self._at_a = (inc > 0).astype(np.float64).tocsr()[:nf]
         self._at_b = (inc < 0).astype(np.float64).tocsr()[:nf]
+        self._net = None
+        if not linear:  # products: the resistors as one matrix per tile, the rest per branch
+            nr = plan.n_res
+            self._net = ResistorNetwork(plan, tiles)
+            self._pn = np.ascontiguousarray(bv.p[:, nr:].T)  # (E - n_res, S): systems last
+            self._qn = np.ascontiguousarray(bv.q[:, nr:].T)
+            self._inc_n = plan.maps("nonlinear")[0]
+            self._at_a_n = self._at_a[:, nr:].tocsr()
+            self._at_b_n = self._at_b[:, nr:].tocsr()
         diag = np.asarray(self._at_a @ self.p.T - self._at_b @ self.q.T)  # (nf, rows)
         self.held = diag == 0
         self._linear = None  # [(tile slice, factor)]
@@ -93,6 +103,8 @@ class Linearisation:
         """``J x`` (or ``J^T x``) restricted to the unknowns, columns ``x`` ``(n_red, S')`` of the
         systems ``rows``; the fixed rows of ``x`` enter as given (the coupling to fixed nodes)."""
         plan = self.plan
+        if self._net is not None:
+            return self._apply_nonlinear(x, np.asarray(rows), transpose)
         p, q = self._rows(rows)
         if not transpose:
             branch = p * x[plan.a]
@@ -100,6 +112,26 @@ class Linearisation:
             return plan.incidence[: plan.n_free] @ branch
         delta = x[plan.a] - x[plan.b]
         return self._at_a @ (p * delta) + self._at_b @ (q * delta)
+
+    def _apply_nonlinear(self, x, rows, transpose: bool):
+        """:meth:`apply` for nonlinear systems: ``G_f x_f + G_k x_k`` of the resistors (the same
+        for ``J^T``: a resistor's stamp is symmetric) plus the other branches' terms."""
+        plan = self.plan
+        nr = plan.n_res
+        y = self._net.product(x, rows // self.K)
+        every = len(rows) == self._pn.shape[1]
+        p = self._pn if every else self._pn[:, rows]
+        q = self._qn if every else self._qn[:, rows]
+        a, b = plan.a[nr:], plan.b[nr:]
+        if not transpose:
+            branch = p * x[a]
+            branch += q * x[b]
+            y += self._inc_n @ branch
+            return y
+        delta = x[a] - x[b]
+        y += self._at_a_n @ (p * delta)
+        y += self._at_b_n @ (q * delta)
+        return y
 
     # -- solves --------------------------------------------------------------------------------
 

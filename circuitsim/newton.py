@@ -3,7 +3,7 @@
 A system is one (tile, input vector) pair; all share the plan's sparsity pattern. Each Newton
 iteration evaluates every nonlinear branch (memristors, access transistors) of every active
 system in one vectorized pass (the resistors, linear and the same for all inputs of a tile, are
-one fixed sparse matrix per tile: :class:`_Network`), solves for the update, limits it, and
+one fixed sparse matrix per tile: :class:`~circuitsim.network.ResistorNetwork`), solves for the update, limits it, and
 tests convergence SPICE's way
 (ngspice ``NIconvTest``): an iteration converges when the previous update moved every node by at
 most ``reltol * max(|v_new|, |v_old|) + vntol``, no update was limited, and every branch current
@@ -41,6 +41,7 @@ from .backend import array_module, numpy_backend
 from .branches import branch_values, group_models, groups, per_system
 from .krylov import bicgstab_many
 from .mna import Plan
+from .network import ResistorNetwork
 from .precondition import hold_floating, linearised
 
 __all__ = ["MODES", "NewtonResult", "solve_newton"]
@@ -184,89 +185,6 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
     return alpha
 
 
-class _Network:
-    """The resistors (wires, source and sense resistances) of each tile as fixed sparse matrices.
-
-    They are linear and the same for every input vector of a tile, so Newton does not evaluate
-    them branch by branch: their currents at the unknowns are ``G_f x + G_k v_k`` and their part
-    of every Jacobian is ``G_f``, one matrix per tile (``tiles``: the batch indices, as the
-    preconditioner holds them; ``tile_pos`` gives each system's position among them). On a 1T1R
-    or sinh tile the resistors are about half or two thirds of the branches.
-    """
-
-    def __init__(self, plan: Plan, tiles: np.ndarray):
-        xp, sparse = plan.modules()
-        self.plan = plan
-        nr, nf = plan.n_res, plan.n_free
-        self.g = xp.zeros((len(tiles), nr))
-        self.free, self.fixed, self.diag = [], [], []
-        if not nr:
-            return
-        inc, diff_f, diff_k = plan.maps("resistor_network")
-        _, values, cells, _ = groups(plan)[0]
-        for k, t in enumerate(tiles):
-            self.g[k] = 1.0 / per_system(values, np.array([t]), cells)[0]
-            left = inc @ sparse.diags(self.g[k], format="csr")
-            G_f = (left @ diff_f).tocsr()
-            self.free.append(G_f)
-            self.fixed.append((left @ diff_k).tocsr())
-            self.diag.append(xp.asarray(G_f.diagonal()).reshape(nf, 1))
-
-    def _by_tile(self, tile_pos: np.ndarray):
-        tiles = np.unique(tile_pos)
-        if len(tiles) == 1:
-            return [(int(tiles[0]), None)]
-        xp, _ = self.plan.modules()
-        return [(int(k), xp.asarray(np.flatnonzero(tile_pos == k))) for k in tiles]
-
-    def current(self, v, tile_pos: np.ndarray):
-        """Current leaving each unknown node through the resistors, ``(n_free, S)``, for reduced
-        voltages ``v`` ``(S, n_red)``."""
-        xp, _ = self.plan.modules()
-        nf = self.plan.n_free
-        if not self.free:
-            return xp.zeros((nf, len(v)))
-        out = None
-        for k, cols in self._by_tile(tile_pos):
-            vs = v if cols is None else v[cols]
-            part = self.free[k] @ xp.ascontiguousarray(vs[:, :nf].T)
-            part += self.fixed[k] @ xp.ascontiguousarray(vs[:, nf:].T)
-            if cols is None:
-                return xp.asarray(part)
-            if out is None:
-                out = xp.empty((nf, len(v)))
-            out[:, cols] = part
-        return out
-
-    def matvec(self, x, tile_pos: np.ndarray):
-        """``G_f x`` for the columns ``x`` ``(n_free, S')`` of systems at ``tile_pos`` ``(S',)``."""
-        xp, _ = self.plan.modules()
-        if not self.free:
-            return xp.zeros_like(x)
-        out = None
-        for k, cols in self._by_tile(tile_pos):
-            if cols is None:
-                return xp.asarray(self.free[k] @ x)
-            if out is None:
-                out = xp.empty_like(x)
-            out[:, cols] = self.free[k] @ x[:, cols]
-        return out
-
-    def diagonal(self, tile_pos: np.ndarray):
-        """The diagonal of ``G_f`` for each system, ``(n_free, S)``."""
-        xp, _ = self.plan.modules()
-        nf = self.plan.n_free
-        if not self.diag:
-            return xp.zeros((nf, len(tile_pos)))
-        return xp.concatenate(self.diag, axis=1)[:, xp.asarray(tile_pos)]
-
-    def partials(self, tile_pos: np.ndarray):
-        """The resistors' conductances per system ``(S, n_res)`` (their partials ``p = g``,
-        ``q = -g``)."""
-        xp, _ = self.plan.modules()
-        return self.g[xp.asarray(tile_pos)]
-
-
 class _Jacobian:
     """The Jacobians of the active systems, as an operator and, on demand, as one matrix.
 
@@ -278,7 +196,7 @@ class _Jacobian:
     ``tile_pos`` (host) each system's tile in ``net``.
     """
 
-    def __init__(self, plan: Plan, bv, f, net: _Network, tile_pos: np.ndarray):
+    def __init__(self, plan: Plan, bv, f, net: ResistorNetwork, tile_pos: np.ndarray):
         xp, _ = plan.modules()
         self.plan, self.bv, self.net, self.tile_pos = plan, bv, net, tile_pos
         self.inc, pos, neg, a_free, b_free, self.a, self.b = plan.maps("nonlinear")
@@ -416,7 +334,7 @@ def _direct(plan: Plan, J, f, opts: _Options):
     return fac.solve(-f.ravel()).reshape(len(f), nf)
 
 
-def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: _Network,
+def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: ResistorNetwork,
             gmin: float = 0.0):
     """Newton on the systems given.
 
@@ -593,7 +511,7 @@ def _solve(plan, vk, tile_idx, opts: _Options, gmin_stepping: bool, source_stepp
     alpha = _limit(plan, models, v_zero, v0[:, :nf], tile_idx, opts)
     v0[:, :nf] *= alpha[:, None]
     krylov = lin if opts.mode == "newton-krylov" else None
-    net = _Network(plan, tiles)
+    net = ResistorNetwork(plan, tiles)
     v, its, done, methods, step = _newton(plan, v0, vk, tile_idx, models, krylov, tile_pos, opts,
                                           net)
     total = its.copy()

@@ -29,6 +29,29 @@ def test_sinh_cell_with_series_resistance(v):
     assert sol.iterations >= 2  # never converged on the first iteration
 
 
+@pytest.mark.parametrize("mode", ["newton-krylov", "newton"])
+def test_sinh_row_behind_tiny_wires_keeps_the_device_currents_digits(mode):
+    # 0.1 microohm wires (1e7 S) next to 1e-4..1e-3 S cells: a Newton residual summed as
+    # G v over the assembled conductances would lose the cells' currents in the rounding of
+    # 1e7 S times volts; in branch form it keeps them, and the solution matches the lumped
+    # row (every word-line node at one voltage x) to the wires' own effect, about 1e-10.
+    rng = np.random.default_rng(3)
+    g, a, v = rng.uniform(1e-4, 1e-3, 8), 3.0, 1.0
+    r_src, r_out = 100.0, 50.0
+    tile = cs.crossbar(g[None, :], r_wl=1e-7, r_bl=1e-7, r_source=r_src, r_sense=r_out,
+                       device=cs.devices.Sinh(a=a))
+    sol = cs.solve(tile, [v], mode=mode)
+
+    def cell(x, gj):  # current of one cell behind its sense resistance at word-line voltage x
+        return brentq(lambda i: gj / a * math.sinh(a * (x - i * r_out)) - i, 0.0, x / r_out,
+                      xtol=1e-22, rtol=1e-15)
+
+    x = brentq(lambda x: v - x - r_src * sum(cell(x, gj) for gj in g), 0.0, v,
+               xtol=1e-16, rtol=1e-15)
+    expected = np.array([cell(x, gj) for gj in g])
+    np.testing.assert_allclose(sol.i_out, expected, rtol=1e-8, atol=0)
+
+
 @pytest.mark.parametrize(
     "v, vg, region",
     [
