@@ -362,7 +362,8 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
     clock = opts.clock
     for it in range(1, opts.max_iter + 2):
         sub = _take_rows(models, active)
-        v_act = v[xp.asarray(active)]
+        every = len(active) == S  # all systems still run: views, not gathers
+        v_act = v if every else v[xp.asarray(active)]
         # the branches after the resistors; the resistors are the fixed network
         bv = branch_values(plan, v_act, tile_idx[active], models=sub, gmin=gmin,
                            skip_resistors=True)
@@ -387,9 +388,10 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
             keep = ~conv & host(finite)
         else:
             keep = host(finite)
-        keep_d = xp.asarray(keep)
-        active, bv, f = active[keep], _rows(bv, keep_d), f[keep_d]
-        sub = _take_rows(sub, np.flatnonzero(keep))
+        if not keep.all():
+            keep_d = xp.asarray(keep)
+            active, bv, f = active[keep], _rows(bv, keep_d), f[keep_d]
+            sub = _take_rows(sub, np.flatnonzero(keep))
         if not len(active) or it > opts.max_iter:
             break
         worst = float(xp.abs(f).max()) if f.size else 0.0
@@ -399,7 +401,7 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
                 np.unique(tile_pos[active])):
             lin.refresh(bv, tile_pos[active], first=nr)
         jac = _Jacobian(plan, bv, f, net, tile_pos[active])
-        act = xp.asarray(active)
+        act = slice(None) if len(active) == S else xp.asarray(active)  # a view where all run
         f_now = xp.abs(f).max(axis=1) if nf else xp.zeros(len(active))
         rtol = _forcing(f_now, f_prev[act], opts.krylov_rtol)
         # an update needs no more relative accuracy than makes its error a hundredth of the
