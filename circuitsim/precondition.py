@@ -175,7 +175,7 @@ class Batched:
             (xp.asarray(weights), (xp.asarray(tile_pos), xp.arange(S))), shape=(T, S)).tocsr()
         g_new = xp.asarray(mean @ (0.5 * (bv.p - bv.q)))  # (T, E)
         present = xp.asarray(counts > 0)
-        self.g[present, first:] = g_new[present]
+        self.g[:, first:][present] = g_new[present]  # a view: masked rows of its columns
         self._factor(self.plan.data(self.g, -self.g))
 
 
