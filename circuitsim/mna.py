@@ -320,9 +320,10 @@ def _map_nonlinear(plan: Plan):
 
 
 def _map_resistor_network(plan: Plan):
-    """The resistors' incidence at the unknowns ``(n_free, n_res)`` and their voltage differences
-    over the unknowns ``(n_res, n_free)`` and the fixed nodes ``(n_res, n_fixed)``: with
-    conductances ``g``, ``inc diag(g) diff`` is the network's matrix."""
+    """The resistors' incidence at the unknowns ``(n_free, n_res)``, its absolute values, and
+    their voltage differences over the unknowns ``(n_res, n_free)`` and the fixed nodes
+    ``(n_res, n_fixed)``: with conductances ``g``, ``inc diag(g) diff`` is the network's matrix
+    and ``|inc| g`` its diagonal."""
     nr, nf = plan.n_res, plan.n_free
     e = np.arange(nr)
     diff = sp.csr_matrix(
@@ -330,7 +331,7 @@ def _map_resistor_network(plan: Plan):
          (np.concatenate([e, e]), np.concatenate([plan.a[:nr], plan.b[:nr]]))),
         shape=(nr, nf + plan.n_fixed))
     inc = plan.incidence[:nf][:, :nr].tocsr()
-    return inc, diff[:, :nf].tocsr(), diff[:, nf:].tocsr()
+    return inc, abs(inc).tocsr(), diff[:, :nf].tocsr(), diff[:, nf:].tocsr()
 
 
 #: Maps derived from a plan's pattern on first use (:meth:`Plan.maps`).

@@ -30,7 +30,7 @@ class ResistorNetwork:
         self.free, self.fixed, self.diag = [], [], []
         if not nr:
             return
-        inc, diff_f, diff_k = plan.maps("resistor_network")
+        inc, abs_inc, diff_f, diff_k = plan.maps("resistor_network")
         self.inc = inc
         _, values, cells, _ = groups(plan)[0]
         for k, t in enumerate(tiles):
@@ -39,7 +39,7 @@ class ResistorNetwork:
             G_f = (left @ diff_f).tocsr()
             self.free.append(G_f)
             self.fixed.append((left @ diff_k).tocsr())
-            self.diag.append(xp.asarray(G_f.diagonal()).reshape(nf, 1))
+            self.diag.append(xp.asarray(abs_inc @ self.g[k]).reshape(nf, 1))
 
     def _by_tile(self, tile_pos: np.ndarray):
         tiles = np.unique(tile_pos)
