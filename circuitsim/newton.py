@@ -3,12 +3,12 @@
 A system is one (tile, input vector) pair; all share the plan's sparsity pattern. Each Newton
 iteration evaluates every nonlinear branch (memristors, access transistors) of every active
 system in one vectorized pass (the resistors, linear and the same for all inputs of a tile, are
-one fixed sparse matrix per tile: :class:`~circuitsim.network.ResistorNetwork`), solves for the update, limits it, and
-tests convergence SPICE's way
-(ngspice ``NIconvTest``): an iteration converges when the previous update moved every node by at
-most ``reltol * max(|v_new|, |v_old|) + vntol``, no update was limited, and every branch current
-is within ``reltol * max(|i|, |i_predicted|) + abstol`` of its linear prediction. Never on the first
-iteration. Systems that converge leave the batch; the rest go on.
+one fixed sparse matrix per tile: :class:`~circuitsim.network.ResistorNetwork`), solves for the
+update, limits it, and tests convergence SPICE's way (ngspice ``NIconvTest``): an iteration
+converges when the previous update moved every node by at most ``reltol * max(|v_new|, |v_old|)
++ vntol``, no update was limited, and every branch current is within ``reltol * max(|i|,
+|i_predicted|) + abstol`` of its linear prediction. Never on the first iteration. Systems that
+converge leave the batch; the rest go on.
 
 Strategy, in order, for the systems still failing:
 
@@ -222,8 +222,7 @@ class _Jacobian:
             p, q, held, pos = self.pt, self.qt, self.held_t, self.tile_pos
         else:
             p, q, held = self.pt[:, mask], self.qt[:, mask], self.held_t[:, mask]
-            pos = self.tile_pos[array_module(mask).asnumpy(mask) if hasattr(
-                array_module(mask), "asnumpy") else np.asarray(mask)]
+            pos = self.tile_pos[_backend(self.plan).to_host(mask)]
         branch = p * x[self.a]
         branch += q * x[self.b]
         y = self.inc @ branch
