@@ -64,6 +64,18 @@ class ResistorNetwork:
         i *= self.g[int(tiles[0])] if len(tiles) == 1 else self.g[xp.asarray(tile_pos)]
         return xp.asarray(self.inc @ xp.ascontiguousarray(i.T))
 
+    def _per_tile(self, apply, x, tile_pos: np.ndarray, rows: int):
+        """``apply(k, columns)`` ``(rows, S')`` for the columns of ``x`` of each tile ``k``."""
+        xp, _ = self.plan.modules()
+        out = None
+        for k, cols in self._by_tile(tile_pos):
+            if cols is None:
+                return xp.asarray(apply(k, x))
+            if out is None:
+                out = xp.empty((rows, x.shape[1]))
+            out[:, cols] = apply(k, x[:, cols])
+        return out
+
     def product(self, x, tile_pos: np.ndarray):
         """``G_f x_f + G_k x_k`` ``(n_free, S)`` for columns ``x`` ``(n_red, S)`` of reduced
         voltages (unknowns first, then the fixed nodes) of the systems at ``tile_pos``."""
@@ -71,31 +83,20 @@ class ResistorNetwork:
         nf = self.plan.n_free
         if not self.free:
             return xp.zeros((nf, x.shape[1]))
-        out = None
-        for k, cols in self._by_tile(tile_pos):
-            xs = x if cols is None else x[:, cols]
+
+        def apply(k, xs):
             part = self.free[k] @ xp.ascontiguousarray(xs[:nf])
             part += self.fixed[k] @ xp.ascontiguousarray(xs[nf:])
-            if cols is None:
-                return xp.asarray(part)
-            if out is None:
-                out = xp.empty((nf, x.shape[1]))
-            out[:, cols] = part
-        return out
+            return part
+
+        return self._per_tile(apply, x, tile_pos, nf)
 
     def matvec(self, x, tile_pos: np.ndarray):
         """``G_f x`` for the columns ``x`` ``(n_free, S')`` of systems at ``tile_pos`` ``(S',)``."""
         xp, _ = self.plan.modules()
         if not self.free:
             return xp.zeros_like(x)
-        out = None
-        for k, cols in self._by_tile(tile_pos):
-            if cols is None:
-                return xp.asarray(self.free[k] @ x)
-            if out is None:
-                out = xp.empty_like(x)
-            out[:, cols] = self.free[k] @ x[:, cols]
-        return out
+        return self._per_tile(lambda k, xs: self.free[k] @ xs, x, tile_pos, len(x))
 
     def diagonal(self, tile_pos: np.ndarray):
         """The diagonal of ``G_f`` for each system, ``(n_free, S)``."""
