@@ -21,7 +21,7 @@ import numpy as np
 from circuitsim import solvers
 from circuitsim.netlist import Tile
 
-from . import factor
+from . import factor, heap
 from .audit import audit, node_name
 from .backend import array_module, is_device_array, resolve
 from .linear import solve_linear_plan
@@ -297,6 +297,7 @@ def _solve_batch(plan, vk, *, tile, solver, reltol, abstol, options, newton, vol
                  why.reshape(Bb, K), method)
 
 
+@heap.retained
 def _solve_nonlinear(plan, vk, tile_idx, *, solver, reltol, abstol, options,
                      newton: _NewtonOptions, backend):
     """Newton and the KCL audit on the systems ``vk`` ``(S, n_fixed)`` of one plan, in chunks of
