@@ -114,9 +114,14 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
             if model is None or getattr(model, "linear", False):
                 i[:, sl], p[:, sl], q[:, sl] = _linear(value, dv)
             else:
-                g = model.conductance(dv, value) + gmin
-                i[:, sl] = model.current(dv, value) + gmin * dv
-                p[:, sl], q[:, sl] = g, -g
+                g = model.conductance(dv, value)
+                cur = model.current(dv, value)
+                if gmin:  # not in place: a model may return arrays it keeps
+                    g = g + gmin
+                    cur = cur + gmin * dv
+                i[:, sl] = cur
+                p[:, sl] = g
+                xp.negative(g, out=q[:, sl])
         else:  # transistor: a is the drain, b the source, value the gate voltage
             i[:, sl], p[:, sl], q[:, sl] = model.drain_current(va[:, sl], vb[:, sl], value)
             if gmin:

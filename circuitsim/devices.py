@@ -643,27 +643,47 @@ class Level1(_Model):
             Partial derivatives of ``i`` (S) with respect to ``vd`` and ``vs``, gate held fixed.
         """
         xp = array_module(vd, vs, vg, self.vto, self.kp, self.w, self.l, self.lambda_)
-        vds = vd - vs
+        # In place where it can be: each temporary is as large as the batch of cells.
+        shape = np.broadcast_shapes(*(np.shape(x) for x in (vd, vs, vg, self.vto, self.kp,
+                                                             self.w, self.l, self.lambda_)))
+        vds = xp.empty(shape)
+        xp.subtract(vd, vs, out=vds)
         forward = vds >= 0
-        vds_m = xp.abs(vds)  # vds' = mode * vds
+        vds_m = xp.abs(vds, out=vds)  # vds' = mode * vds
         # vgs' = vg - vs forward, vg - vd reverse: the gate against the lower of the two ends.
         # Cutoff (vgst <= 0) is exactly zero: with vgst clamped at 0 every expression below is 0
         # (a NaN voltage stays NaN).
-        vgst = xp.maximum(vg - xp.minimum(vd, vs) - self.vto, 0.0)
+        vgst = xp.empty(shape)
+        xp.minimum(vd, vs, out=vgst)
+        xp.subtract(vg, vgst, out=vgst)
+        vgst -= self.vto
+        xp.maximum(vgst, 0.0, out=vgst)
         beta = self.kp * self.w / self.l
-        betap = beta * (1.0 + self.lambda_ * vds_m)
         # One expression for both regions: u = vds' in the linear region, vgst in saturation, so
         # Id = beta' u (vgst - u/2) is beta' vds'(vgst - vds'/2) there and beta'/2 vgst^2 here;
         # gm = beta' u; gds = beta'(vgst - u) + lambda beta u (vgst - u/2).
         u = xp.minimum(vgst, vds_m)
-        h = u * (vgst - 0.5 * u)
+        h = u * -0.5
+        h += vgst
+        h *= u
+        betap = vds_m  # beta' = beta (1 + lambda_ vds'), over vds'
+        betap *= self.lambda_
+        betap += 1.0
+        betap *= beta
         ids = betap * h
-        gm = betap * u
-        gds = betap * (vgst - u) + (self.lambda_ * beta) * h
+        gds = vgst  # gds = beta' (vgst - u) + (lambda_ beta) h, over vgst
+        gds -= u
+        gds *= betap
+        h *= self.lambda_ * beta
+        gds += h
+        gm = u  # gm = beta' u, over u
+        gm *= betap
         # Forward: i = Id(vg - vs, vd - vs). Reverse: i = -Id(vg - vd, vs - vd).
         i = xp.where(forward, ids, -ids)
         di_dvd = xp.where(forward, gds, gm + gds)
-        di_dvs = xp.where(forward, -gm - gds, -gds)
+        gm += gds  # di_dvs = -(gm + gds) forward, -gds reverse
+        di_dvs = xp.where(forward, gm, gds)
+        xp.negative(di_dvs, out=di_dvs)
         return i, di_dvd, di_dvs
 
     def spice(self, names, d, gate, s, model_name_prefix: str = "nmos") -> list[str]:

@@ -50,12 +50,14 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
     S = b.shape[1]
     x = xp.zeros_like(b)
     r = b.copy()
-    r0 = b.copy()
+    r0 = b  # the shadow residual: never written (nor is b)
     target = rtol * xp.sqrt(_dot(b, b))
     active = xp.sqrt(_dot(r, r)) > target
     rho = alpha = omega = xp.ones(S)
-    v = xp.zeros_like(b)
-    p = xp.zeros_like(b)
+    # p and v are 0 before the first iteration, which sets p = r: only the columns of systems
+    # active then are ever read, and the first iteration writes them
+    v = xp.empty_like(b)
+    p = None
     everyone = xp.ones(S, dtype=bool)
     it = 0
     while bool(active.any()) and it < maxiter:
@@ -66,7 +68,9 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
         rho_new = _dot(r0, r)
         beta = _ratio(rho_new, rho, a) * _ratio(alpha, omega, a)
         # p = r + beta (p - omega v), in place where every system is active
-        if every:
+        if p is None:
+            p = r.copy()
+        elif every:
             tmp = v * omega
             p -= tmp
             p *= beta

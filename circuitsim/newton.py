@@ -223,10 +223,15 @@ class _Jacobian:
         else:
             p, q, held = self.pt[:, mask], self.qt[:, mask], self.held_t[:, mask]
             pos = self.tile_pos[_backend(self.plan).to_host(mask)]
-        branch = p * x[self.a]
-        branch += q * x[self.b]
-        y = self.inc @ branch
-        y += self.net.matvec(x, pos)
+        xp = array_module(x)
+        branch = xp.take(x, self.a, axis=0)
+        branch *= p
+        other = xp.take(x, self.b, axis=0)
+        other *= q
+        branch += other
+        del other
+        y = self.net.matvec(x, pos)
+        y += self.inc @ branch
         if self.any_held:
             y[held] = x[held]
         return y
@@ -426,9 +431,13 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
         v_ok = (xp.abs(dv) <= bound).all(axis=1) & ok_step
         del bound
         full = xp.concatenate([dv, xp.zeros((len(active), plan.n_fixed))], axis=1)
-        i_pred = bv.p * full[:, plan.a[nr:]]
+        i_pred = xp.take(full, plan.a[nr:], axis=1)
+        i_pred *= bv.p
         i_pred += bv.i
-        i_pred += bv.q * full[:, plan.b[nr:]]
+        other = xp.take(full, plan.b[nr:], axis=1)
+        other *= bv.q
+        i_pred += other
+        del other, full
         v[act, :nf] = v_new
         prev = (v_ok, alpha < 1.0, i_pred)
         # Systems whose step failed outright (singular, NaN) stop here and go to the fallbacks.
