@@ -124,9 +124,12 @@ def branch_residual(plan: Plan, p: np.ndarray, x: np.ndarray, vk_stack: np.ndarr
     return xp.ascontiguousarray(r.reshape(nf, c, kk).transpose(1, 0, 2)).reshape(c * nf, kk)
 
 
-def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol):
+def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol, weights=None):
     """Backward-error audit of the block; returns residual, pass flags, worst node ``(c, kk)``
-    and the signed residual ``J x - b`` ``(c nf, kk)``.
+    and, given the forward-error sketch's ``weights`` ``(c, kk, P)`` (:func:`sketch_weights`),
+    the sketch of the signed residual ``J x - b``: ``(c, nf, P)``, else None. (The signed
+    residual itself is not kept: its array becomes ``|J x - b|``, one array of the block's size
+    fewer.)
 
     ``v_max`` ``(c, kk)``: the largest fixed voltage of each system, which bounds every node
     voltage of a passive linear network (no node lies outside the range of the sources).
@@ -135,8 +138,9 @@ def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol):
     c, nf, kk = ch.c, ch.plan.n_free, x.shape[1]
     signed = xp.asarray(ch.Jr @ x)
     signed -= rhs
-    r = xp.abs(signed)
-    r3 = r.reshape(c, nf, kk)
+    r3 = signed.reshape(c, nf, kk)
+    sketch = None if weights is None else xp.matmul(r3, weights)
+    xp.abs(r3, out=r3)
     residual = r3.max(axis=1)
     # |J_uv x_v| and |b_u| are at most sum_v |J_uv| max|v|: both fit under 2 rowsum_u max|v|
     allowed = 2 * reltol * xp.where(v_max > 0, v_max, 1.0)
@@ -147,21 +151,34 @@ def _audit(ch: _Chunk, x, rhs, v_max, reltol, abstol):
         r3 -= abstol * ch.inv_rowsum
         ok = r3.max(axis=1) <= allowed
         worst = r3.argmax(axis=1)
-    return residual, ok, worst, signed
+    return residual, ok, worst, sketch
+
+
+def sketch_weights(scale, rng):
+    """Random weights ``(c, kk, PROBES)`` of :func:`forward_error`'s sketch for systems whose
+    largest fixed voltages are ``scale`` ``(c, kk)``; None when ``kk <= PROBES`` (every column
+    is then solved instead)."""
+    xp = array_module(scale)
+    kk = scale.shape[1]
+    if kk <= PROBES:
+        return None
+    inv = 1.0 / xp.where(scale > 0, scale, 1.0)
+    return inv[:, :, None] * xp.asarray(rng.standard_normal((kk, PROBES)))
 
 
 def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng, *,
-                  refine: bool, sketch_residual=None):
+                  refine: bool, sketch=None):
     """Forward-error estimate of a block of ``c`` tiles' solutions ``x`` ``(c nf, kk)`` and, with
     ``refine``, iterative refinement of ``x`` in place.
 
     ``solve(r)`` applies ``J^-1`` (block-diagonal); ``residual(x_cols, cols)`` gives the
     branch-form residual of the columns ``cols``; ``scale`` ``(c, kk)`` is each system's largest
     fixed voltage. Returns the estimate ``(c, kk)``, relative to ``scale``, and the refinement
-    steps taken ``(c, kk)`` (see the module docstring). ``sketch_residual``, if given, is used
-    for the sketch instead of the branch-form residual: the audit's ``J x - b``, whose rounding
-    (about ``eps |J| |x|``) is at most that of the branch form, so the sketch errs on the safe side
-    and costs no extra pass over the block.
+    steps taken ``(c, kk)`` (see the module docstring). ``sketch``, if given, is the weighted
+    residual ``(c, nf, PROBES)`` the audit made with :func:`sketch_weights` (drawn from ``rng``)
+    from its ``J x - b``, whose rounding (about ``eps |J| |x|``) is at most that of the branch
+    form, so the sketch errs on the safe side and costs no extra pass over the block; otherwise
+    the sketch is made here from the branch-form residual.
     """
     xp = array_module(x)
     kk = x.shape[1]
@@ -170,9 +187,10 @@ def forward_error(solve, residual, x, c: int, nf: int, scale, reltol: float, rng
     steps = xp.zeros((c, kk), dtype=np.int64)
     if kk > PROBES:
         # sketch: per tile, random combinations of its scaled residuals
-        r = residual(x, slice(None)) if sketch_residual is None else sketch_residual
-        weights = inv[:, :, None] * xp.asarray(rng.standard_normal((kk, PROBES)))  # (c, kk, P)
-        z = solve(xp.matmul(r.reshape(c, nf, kk), weights).reshape(c * nf, PROBES))
+        if sketch is None:
+            r = residual(x, slice(None))
+            sketch = xp.matmul(r.reshape(c, nf, kk), sketch_weights(scale, rng))
+        z = solve(sketch.reshape(c * nf, PROBES))
         est = xp.abs(z).reshape(c, nf, PROBES).max(axis=(1, 2))  # (c,)
         if bool(xp.all(est <= target)) or not refine:
             return xp.repeat(est[:, None], kk, axis=1), steps
@@ -230,17 +248,19 @@ def solve_linear_plan(plan: Plan, vk: np.ndarray, *, solver: str, options: dict,
             f_k = xp.asarray(ch.Q_k @ vk_stack)
             x = xp.zeros((c * nf, kk))
             if nf:
-                rhs = xp.asarray(-(ch.C @ vk_stack))
+                rhs = xp.asarray(ch.C @ vk_stack)
+                xp.negative(rhs, out=rhs)
                 x = xp.ascontiguousarray(ch.lin.solve(rhs))  # sparse products want C order
                 res.method = ch.lin.method
                 scale = xp.abs(vk_blk).max(axis=2)
-                residual, ok, worst, signed = _audit(ch, x, rhs, scale, reltol, abstol)
+                residual, ok, worst, sketch = _audit(ch, x, rhs, scale, reltol, abstol,
+                                                     weights=sketch_weights(scale, rng))
                 error, steps = forward_error(
                     ch.lin.solve,
                     lambda xs, cols, vs=vk_stack, p=ch.p: branch_residual(plan, p, xs, vs[:, cols]),
-                    x, c, nf, scale, reltol, rng, refine=ch.direct, sketch_residual=signed,
+                    x, c, nf, scale, reltol, rng, refine=ch.direct, sketch=sketch,
                 )
-                del signed
+                del sketch
                 if bool(steps.any()):  # the audit judges the refined solution
                     residual, ok, worst, _ = _audit(ch, x, rhs, scale, reltol, abstol)
                 res.residual[sel, ks], res.worst[sel, ks] = residual, worst
