@@ -150,6 +150,12 @@ def _take_rows(models, idx):
     return out
 
 
+def _absmax(x, axis=None):
+    """``max |x|`` along ``axis`` without an array of ``|x|`` (NaN propagates as in ``max``)."""
+    xp = array_module(x)
+    return xp.maximum(x.max(axis=axis), -x.min(axis=axis))
+
+
 def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
     """Per-system step factor in (0, 1] from device voltage limiting and ``max_step``."""
     xp, _ = plan.modules()
@@ -157,10 +163,15 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
     alpha = xp.ones(S)
     if not S:
         return alpha
-    big = xp.abs(dv).max(axis=1) if nf else xp.zeros(S)
+    big = _absmax(dv, axis=1) if nf else xp.zeros(S)
     alpha = xp.minimum(alpha, opts.max_step / xp.maximum(big, opts.max_step))
     start = plan.n_res
     v_new = None
+    # |v_a - v_b| after the step is at most twice the largest |v| at a device end plus the
+    # largest |dv|: when that bound leaves every device within X_CRIT voltage scales (most
+    # steps), no device voltage needs to be formed
+    step_max = float(big.max()) if nf else 0.0
+    free_max = float(_absmax(v[:, :nf])) if nf else 0.0
     for (kind, values, cells, _), kept, model in zip(groups(plan)[1:], plan.kept[1:], models[1:]):
         sl = slice(start, start + len(kept))
         start = sl.stop
@@ -168,12 +179,17 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
             continue
         a, b = plan.a[sl], plan.b[sl]
         scale = model.voltage_scale(per_system(values, tile_idx, cells))
+        inv_scale = float(xp.max(1.0 / xp.asarray(scale)))
+        ends = xp.concatenate([a[a >= nf], b[b >= nf]])
+        fixed_max = float(_absmax(v[:, ends])) if len(ends) else 0.0
+        if 2.0 * (max(free_max, fixed_max) + step_max) * inv_scale <= X_CRIT:
+            continue
         if v_new is None:
             v_new = v.copy()
             v_new[:, :nf] += dv
         # Most steps leave every device within X_CRIT voltage scales: nothing to limit then.
         reach = float(xp.abs(v_new[:, a] - v_new[:, b]).max())
-        if reach * float(xp.max(1.0 / xp.asarray(scale))) <= X_CRIT:
+        if reach * inv_scale <= X_CRIT:
             continue
         full = xp.concatenate([dv, xp.zeros((S, plan.n_fixed))], axis=1)
         x_old = (v[:, a] - v[:, b]) / scale
@@ -379,11 +395,12 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
         if prev is not None:
             v_ok, limited, i_pred = prev
             i_now = bv.i  # resistors are linear: their prediction is exact
-            tol = xp.maximum(xp.abs(i_now), xp.abs(i_pred))
+            tol = xp.abs(i_now)
+            xp.maximum(tol, xp.abs(i_pred), out=tol)
             tol *= opts.reltol
             tol += opts.abstol
             i_pred -= i_now  # the prediction is not used after this test
-            i_ok = (xp.abs(i_pred) <= tol).all(axis=1)
+            i_ok = (xp.abs(i_pred, out=i_pred) <= tol).all(axis=1)
             del tol
             conv = host(v_ok & ~limited & i_ok & finite)
             done[active[conv]] = True
@@ -398,7 +415,7 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
             sub = _take_rows(sub, np.flatnonzero(keep))
         if not len(active) or it > opts.max_iter:
             break
-        worst = float(xp.abs(f).max()) if f.size else 0.0
+        worst = float(_absmax(f)) if f.size else 0.0
         if not clock.tick(it, len(active), worst):
             break
         if lin is not None and not plan.symmetric and len(active) >= REFRESH_FROM * len(
@@ -406,7 +423,7 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
             lin.refresh(bv, tile_pos[active], first=nr)
         jac = _Jacobian(plan, bv, f, net, tile_pos[active])
         act = slice(None) if len(active) == S else xp.asarray(active)  # a view where all run
-        f_now = xp.abs(f).max(axis=1) if nf else xp.zeros(len(active))
+        f_now = _absmax(f, axis=1) if nf else xp.zeros(len(active))
         rtol = _forcing(f_now, f_prev[act], opts.krylov_rtol)
         # an update needs no more relative accuracy than makes its error a hundredth of the
         # tolerance Newton converges to (its size is at most the previous update's)
@@ -422,10 +439,11 @@ def _newton(plan, v, vk, tile_idx, models, lin, tile_pos, opts: _Options, net: R
         alpha = _limit(plan, sub, v[act], dv, tile_idx[active], opts)
         if not bool((alpha == 1.0).all()):
             dv *= alpha[:, None]
-        step[act] = xp.abs(dv).max(axis=1) if nf else 0.0
+        step[act] = _absmax(dv, axis=1) if nf else 0.0
         v_old = v[act, :nf]
         v_new = v_old + dv
-        bound = xp.maximum(xp.abs(v_new), xp.abs(v_old))  # in place: (S, nf) arrays are large
+        bound = xp.abs(v_new)  # in place: (S, nf) arrays are large
+        xp.maximum(bound, xp.abs(v_old), out=bound)
         bound *= opts.reltol
         bound += opts.vntol
         v_ok = (xp.abs(dv) <= bound).all(axis=1) & ok_step

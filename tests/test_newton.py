@@ -355,3 +355,33 @@ def test_measured_iv_table_reproduces_the_curve_it_samples():
     ref = cs.solve(cs.crossbar(g, 1.0, 1.0, 5.0, 5.0, device=cs.devices.Sinh(a=a)), v)
     sol = cs.solve(cs.crossbar(g, 1.0, 1.0, 5.0, 5.0, device=table), v)
     np.testing.assert_allclose(sol.i_out, ref.i_out, rtol=1e-6)
+
+
+@pytest.mark.parametrize("v_drive, v_free, dv, expected", [
+    (10.0, 0.0, -0.5, math.log1p(1.5) / 1.5), (10.0, 0.0, 0.5, 1.0), (10.0, 0.0, -0.2, 1.0),
+    # ends of opposite sign: 1.2 V -> 1.6 V, 4.8 scales, outward by 1.2 scales, while neither
+    # end nor the step exceeds 0.6 V (a bound of max |v| + |dv| = 3 scales would skip it)
+    (0.6, -0.6, -0.4, math.log1p(1.2) / 1.2)])
+def test_step_limit_sees_device_ends_at_fixed_nodes(v_drive, v_free, dv, expected):
+    # One sinh cell (a = 3, voltage scale 1/3 V) between a driver fixed at 10 V (zero word-line
+    # and source resistance: the cell's end is the fixed node) and a free bit-line node at 0 V.
+    # A step of the free node by dv moves the device voltage from 10 V (30 scales) to 10 - dv:
+    # outward by 1.5 scales for dv = -0.5 V, which ngspice-style limiting scales to
+    # log(1 + 1.5) / 1.5; inward (dv > 0) or by under one scale (dv = -0.2 V) it is not limited.
+    # The free nodes and the step alone never reach 4 scales, so a shortcut that bounds the
+    # device voltages without the fixed ends would skip the limit.
+    from circuitsim import newton
+    from circuitsim.branches import group_models
+    from circuitsim.mna import tile_plans
+
+    tile = cs.crossbar([[1e-4]], r_wl=0.0, r_bl=0.0, r_source=0.0, r_sense=1.0,
+                       device=cs.devices.Sinh(a=3.0))
+    (plan,) = tile_plans(tile)
+    assert plan.n_free == 1
+    tile_idx = np.zeros(1, dtype=np.int64)
+    vk = np.where(np.arange(plan.n_fixed) == 0, v_drive, 0.0)[None, :]  # driver, sense node
+    v = np.concatenate([np.full((1, 1), v_free), vk], axis=1)
+    opts = newton._Options(1e-9, 1e-15, 1e-12, 100, 1.0, "newton", "direct", 1e-10, 40,
+                           newton._Clock(None, None, 1))
+    alpha = newton._limit(plan, group_models(plan, tile_idx), v, np.array([[dv]]), tile_idx, opts)
+    assert alpha[0] == pytest.approx(expected, rel=1e-12)
