@@ -27,11 +27,23 @@ def audit(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, reltol: float, ab
     nf = plan.n_free
     inc, abs_inc = plan.maps("incidence")
     i_t = xp.ascontiguousarray(bv.i.T)  # (E, S): sparse products want the systems last
-    f = inc @ i_t
-    excess = xp.abs(f)
+    excess = xp.asarray(inc @ i_t)
+    del i_t
+    xp.abs(excess, out=excess)
     residual = excess.max(axis=0) if nf else xp.zeros(len(v_red))
-    terms = xp.abs(bv.i) + xp.abs(bv.p * v_red[:, plan.a]) + xp.abs(bv.q * v_red[:, plan.b])
-    excess -= reltol * (abs_inc @ terms.T)
+    # |i| + |p v_a| + |q v_b| per branch, in two arrays of the branches' size
+    terms = xp.abs(bv.i)
+    part = xp.take(v_red, plan.a, axis=1)
+    part *= bv.p
+    terms += xp.abs(part, out=part)
+    part = xp.take(v_red, plan.b, axis=1)
+    part *= bv.q
+    terms += xp.abs(part, out=part)
+    del part
+    sums = xp.asarray(abs_inc @ xp.ascontiguousarray(terms.T))
+    del terms
+    sums *= reltol
+    excess -= sums
     excess -= abstol
     ok = excess.max(axis=0) <= 0 if nf else xp.ones(len(v_red), dtype=bool)
     worst = xp.zeros(len(v_red), dtype=np.int64)
