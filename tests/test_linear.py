@@ -364,3 +364,19 @@ def test_transfer_falls_back_when_the_check_fails_and_says_so(rng, monkeypatch):
         T, info = cs.transfer_matrix(cs.crossbar(g, 1.0, 1.0), full_output=True)
     np.testing.assert_allclose(T, expected, rtol=1e-12)
     assert info.method[0] == "solves" and info.check_error[0] == 7.0
+
+
+@pytest.mark.parametrize("shape", [(1000, 64), (1003, 7), (5, 3), (2000, 1), (0, 4), (300, 600)])
+def test_column_major_copy_is_exact_and_column_major(shape):
+    from circuitsim.solvers.direct import column_major
+
+    b = np.random.default_rng(0).standard_normal(shape)
+    out = column_major(b)
+    assert out.flags.f_contiguous and out.shape == b.shape and out.dtype == b.dtype
+    np.testing.assert_array_equal(out, b)
+    if b.size and shape[1] > 1:
+        assert not np.shares_memory(out, b)
+    f = np.asfortranarray(b)
+    assert column_major(f) is f  # column-major already: no copy
+    view = b[::2]
+    assert column_major(view) is view  # neither order: left to CHOLMOD
