@@ -36,6 +36,7 @@ import numpy as np
 
 from circuitsim.netlist import Tile, as_float_array, check_finite
 
+from . import heap
 from ._internals import solve_fixed, tile_plans
 from .linearised import Linearisation
 from .merged import zero_forest
@@ -266,6 +267,7 @@ def _forward(tile, v_in, *, solver, reltol, abstol, newton_options, extra_seeds=
     return v_nodes, i_fixed, solution, v
 
 
+@heap.retained
 def vjp(tile: Tile, v_in, d_i_out, *, solver: str = "direct", reltol: float = 1e-9,
         abstol: float = 1e-15, **newton_options) -> Gradients:
     """Gradients of ``L = sum(d_i_out * i_out)`` by the adjoint method.
@@ -477,6 +479,7 @@ def transfer_matrix_vjp(tile: Tile, C, *, solver: str = "direct") -> Gradients:
     return _gradients(tile, acc, None, None, None)
 
 
+@heap.retained
 def jvp(tile: Tile, v_in, *, dg=None, dv_in=None, dr_wl=None, dr_bl=None, dr_source=None,
         dr_sense=None, dv_sense=None, dv_gate=None, solver: str = "direct",
         reltol: float = 1e-9, abstol: float = 1e-15, **newton_options) -> Tangent:
