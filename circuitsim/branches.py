@@ -96,9 +96,9 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
     xp, _ = plan.modules()
     first = plan.n_res if skip_resistors else 0
     a, b = (plan.a[first:], plan.b[first:]) if first else (plan.a, plan.b)
-    va, vb = v_red[:, a], v_red[:, b]
+    va, vb = xp.take(v_red, a, axis=1), xp.take(v_red, b, axis=1)
     shape = (len(v_red), len(a))
-    i, p, q = xp.empty(shape), xp.empty(shape), xp.empty(shape)
+    i = p = q = None  # made on first use, unless one group holds every branch
     start = -first
     for k, (kind, values, cells, group_model) in enumerate(groups(plan)):
         sl = slice(start, start + len(plan.kept[k]))
@@ -107,6 +107,11 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
             continue
         value = per_system(values, tile_idx, cells)
         model = models[k] if models is not None else select_cells(group_model, tile_idx, cells)
+        # a nonlinear device group holding every branch gives its arrays as the result
+        whole = (sl.start == 0 and sl.stop == shape[1] and kind == "device"
+                 and model is not None and not getattr(model, "linear", False))
+        if i is None and not whole:
+            i, p, q = xp.empty(shape), xp.empty(shape), xp.empty(shape)
         if kind == "resistor":
             i[:, sl], p[:, sl], q[:, sl] = _linear(1.0 / value, va[:, sl] - vb[:, sl])
         elif kind == "device":
@@ -119,13 +124,18 @@ def branch_values(plan: Plan, v_red: np.ndarray, tile_idx: np.ndarray, *, models
                 if gmin:  # not in place: a model may return arrays it keeps
                     g = g + gmin
                     cur = cur + gmin * dv
-                i[:, sl] = cur
-                p[:, sl] = g
-                xp.negative(g, out=q[:, sl])
+                if whole:  # no copies (the models return arrays of their own)
+                    i, p, q = cur, g, -g
+                else:
+                    i[:, sl] = cur
+                    p[:, sl] = g
+                    xp.negative(g, out=q[:, sl])
         else:  # transistor: a is the drain, b the source, value the gate voltage
             i[:, sl], p[:, sl], q[:, sl] = model.drain_current(va[:, sl], vb[:, sl], value)
             if gmin:
                 i[:, sl] += gmin * (va[:, sl] - vb[:, sl])
                 p[:, sl] += gmin
                 q[:, sl] -= gmin
+    if i is None:  # no branches
+        i, p, q = xp.empty(shape), xp.empty(shape), xp.empty(shape)
     return BranchValues(i, p, q)
