@@ -1,11 +1,12 @@
-"""Freed memory kept in the process's heap while Newton runs (glibc's malloc only).
+"""Freed memory kept in the process's heap while Newton and the gradients run (glibc's malloc only).
 
 Newton, BiCGSTAB and the audit make and free arrays of the same few large sizes many times per
 solve: branch currents and partials ``(S, E)``, Krylov vectors ``(N, S)``, the results of sparse
 products. glibc's malloc serves an array above its mmap threshold from fresh pages of the kernel
 and trims freed memory at the top of the heap back to the kernel, so each such array costs a
 page fault per page, which here costs as much as the arithmetic on it. While the nonlinear path
-of :func:`circuitsim.solve` runs, :func:`retained` raises the mmap and trim thresholds
+of :func:`circuitsim.solve`, :func:`circuitsim.vjp` or :func:`circuitsim.jvp` runs,
+:func:`retained` raises the mmap and trim thresholds
 (``mallopt``) so that freed blocks are reused; when the outermost decorated call returns it sets
 them to the limits glibc's own dynamic thresholds grow to (32 MiB and 64 MiB) and hands the free
 memory back to the kernel (``malloc_trim``), so the process does not keep its peak.
