@@ -187,8 +187,7 @@ def _limit(plan: Plan, models, v, dv, tile_idx, opts: _Options):
         if v_new is None:
             v_new = v.copy()
             v_new[:, :nf] += dv
-        # Most steps leave every device within X_CRIT voltage scales: nothing to limit then.
-        reach = float(xp.abs(v_new[:, a] - v_new[:, b]).max())
+        reach = float(xp.abs(v_new[:, a] - v_new[:, b]).max())  # the exact largest device voltage
         if reach * inv_scale <= X_CRIT:
             continue
         full = xp.concatenate([dv, xp.zeros((S, plan.n_fixed))], axis=1)
