@@ -24,7 +24,7 @@ def _ratio(num, den, active):
     return xp.where(active, num / xp.where(active & (den != 0), den, 1.0), 0.0)
 
 
-def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
+def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol, maxiter: int, size_tol=None):
     """Right-preconditioned BiCGSTAB on ``S`` systems ``A_s x_s = b_s``.
 
     Vectors are columns: ``(N, S)`` arrays, system ``s`` in column ``s`` (sparse products with
@@ -36,9 +36,15 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
         ``(N, S') -> (N, S')`` for the systems selected by a boolean mask ``(S,)``:
         ``matvec(x, mask)`` applies ``A_s``, ``precond(r, mask)`` applies ``M_s^{-1}``.
     b : ndarray, (N, S)
-    rtol : float
+    rtol : float or ndarray, (S,)
         A system stops when ``||b - A x|| <= rtol ||b||``.
     maxiter : int
+    size_tol : (ndarray (S,), float), optional
+        ``(c, cap)``: a system may also stop once ``||b - A x|| <= min(cap, c / max|x|) ||b||``
+        where that is looser than ``rtol``: a tolerance that grows as the solution shrinks,
+        judged on each iterate. (Newton's update needs its error small against the tolerance
+        on the node voltages, not against its own size; a small last update needs little
+        relative accuracy.)
 
     Returns
     -------
@@ -51,7 +57,8 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
     x = xp.zeros_like(b)
     r = b.copy()
     r0 = b  # the shadow residual: never written (nor is b)
-    target = rtol * xp.sqrt(_dot(b, b))
+    b_norm = xp.sqrt(_dot(b, b))
+    target = rtol * b_norm
     active = xp.sqrt(_dot(r, r)) > target
     rho = alpha = omega = xp.ones(S)
     # p and v are 0 before the first iteration, which sets p = r: only the columns of systems
@@ -101,6 +108,12 @@ def bicgstab_many(matvec, precond, b: np.ndarray, *, rtol: float, maxiter: int):
         omega[cols] = omega_a
         rho = xp.where(a, rho_new, rho)
         res = xp.sqrt(_dot(r, r))
+        if size_tol is not None:
+            c, cap = size_tol
+            size = xp.maximum(x.max(axis=0), -x.min(axis=0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                loose = xp.minimum(cap, xp.nan_to_num(c / size, nan=0.0, posinf=cap))
+            target = xp.where(a, xp.maximum(rtol, loose) * b_norm, target)
         breakdown = a & ((omega == 0) | ~xp.isfinite(res))
         active = a & (res > target) & ~breakdown
     # The recursively updated residual can drift from the true one: judge by the true residual,

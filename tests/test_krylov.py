@@ -64,3 +64,29 @@ def test_a_system_that_cannot_converge_in_maxiter_is_flagged():
     _, converged, iterations = bicgstab_many(matvec, precond, b, rtol=1e-14, maxiter=2)
     assert iterations == 2
     assert not converged[1]
+
+
+def test_size_tolerance_loosens_only_systems_with_small_solutions():
+    n, S = 40, 4
+    A, M, b = _systems(n, S, seed=11)
+    M[:] = [np.diag(1.0 / np.diag(a)) for a in A]  # a weak preconditioner: many iterations
+    b[:, :2] *= 1e-6  # systems 0, 1: solutions of about 1e-6; systems 2, 3: of about 1
+    matvec, precond = _operators(A, M)
+    exact = np.linalg.solve(A, b.T[:, :, None])[:, :, 0].T
+    c, cap = np.full(S, 1e-13), 1e-3  # the error wanted below about c, whatever |x|
+    x_full, ok_full, it_full = bicgstab_many(matvec, precond, b, rtol=1e-12, maxiter=200)
+    x, ok, it = bicgstab_many(matvec, precond, b, rtol=1e-12, maxiter=200, size_tol=(c, cap))
+    assert ok_full.all() and ok.all()
+    assert it == it_full  # systems 2, 3 still run to rtol
+    residual = np.linalg.norm(b - np.einsum("sij,js->is", A, x), axis=0)
+    b_norm = np.linalg.norm(b, axis=0)
+    size = np.abs(x).max(axis=0)
+    allowed = np.maximum(1e-12, np.minimum(cap, c / size))
+    assert np.all(residual <= 2 * allowed * b_norm)
+    # the small systems stopped well before rtol, the large ones did not
+    assert np.all(residual[:2] > 1e3 * 1e-12 * b_norm[:2])
+    assert np.all(residual[2:] <= 2e-12 * b_norm[2:])
+    np.testing.assert_array_equal(x[:, 2:], x_full[:, 2:])
+    # and the small systems' error is still about c or less
+    assert np.abs(x[:, :2] - exact[:, :2]).max() <= 10 * c[0]
+    assert np.abs(x_full - exact).max() <= 1e-9
