@@ -103,6 +103,30 @@ class _Chunk:
 
 
 
+def put_free(out, xv, nodes, rows) -> None:
+    """``out[..., nodes] = xv[:, rows].transpose(0, 2, 1)``: the unknowns ``xv`` ``(c, nf, kk)``
+    (systems last) into the node voltages ``out`` ``(c, kk, n_nodes)`` (systems first).
+
+    On the CPU the copy goes in blocks of about 32 KiB of ``xv``: gathering whole rows of
+    ``xv`` and writing them transposed, block by block, stays in cache, where one gather of
+    every row followed by one transposed write walks ``out`` with a stride (256 x 256 tile,
+    64 inputs: 35 against 53 ms). Elsewhere (a GPU) the one-pass form.
+    """
+    xp = array_module(xv)
+    if xp is not np:
+        out[..., nodes] = xp.take(xv, rows, axis=1).transpose(0, 2, 1)
+        return
+    c, _, kk = xv.shape
+    n = len(nodes)
+    if n and nodes[-1] - nodes[0] == n - 1 and np.all(np.diff(nodes) == 1):
+        nodes = slice(int(nodes[0]), int(nodes[0]) + n)  # a contiguous run: slices, no index
+    step = max(8, 4096 // max(c * kk, 1))  # nodes per block
+    for r0 in range(0, n, step):  # blocks of nodes, not single nodes
+        dst = slice(nodes.start + r0, nodes.start + min(r0 + step, n)) if isinstance(
+            nodes, slice) else nodes[r0 : r0 + step]
+        out[..., dst] = xv[:, rows[r0 : r0 + step]].transpose(0, 2, 1)
+
+
 def branch_residual(plan: Plan, p: np.ndarray, x: np.ndarray, vk_stack: np.ndarray):
     """Net current leaving each unknown node, ``sum_e G_e (v_a - v_b)``, ``(c nf, kk)``.
 
@@ -271,7 +295,6 @@ def solve_linear_plan(plan: Plan, vk: np.ndarray, *, solver: str, options: dict,
             if voltages:
                 out = res.v_nodes[sel, ks]  # a view: (c, kk, n_nodes)
                 if nf:
-                    xv = x.reshape(c, nf, kk)
-                    out[..., ch.free_nodes] = xp.take(xv, ch.free_from, axis=1).transpose(0, 2, 1)
+                    put_free(out, x.reshape(c, nf, kk), ch.free_nodes, ch.free_from)
                 out[..., ch.fixed_nodes] = vk_blk[..., ch.fixed_from]
     return res

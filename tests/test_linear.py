@@ -380,3 +380,24 @@ def test_column_major_copy_is_exact_and_column_major(shape):
     assert column_major(f) is f  # column-major already: no copy
     view = b[::2]
     assert column_major(view) is view  # neither order: left to CHOLMOD
+
+
+@pytest.mark.parametrize("c, nf, kk, contiguous", [(1, 1000, 64, True), (1, 1000, 64, False),
+                                                   (3, 257, 5, True), (7, 40, 1, False),
+                                                   (2, 3, 3000, False)])
+def test_put_free_places_every_unknown_at_its_node(c, nf, kk, contiguous):
+    from circuitsim.linear import put_free
+
+    rng = np.random.default_rng(nf + kk)
+    n_nodes = nf + 9
+    xv = rng.standard_normal((c, nf, kk))
+    rows = rng.permutation(nf)
+    nodes = (np.arange(nf) + 4 if contiguous
+             else np.sort(rng.choice(n_nodes, size=nf, replace=False)))
+    out = np.full((c, kk, n_nodes), np.nan)
+    put_free(out, xv, nodes, rows)
+    expected = np.full((c, kk, n_nodes), np.nan)
+    for t in range(c):  # element by element, as the definition reads
+        for i, (node, row) in enumerate(zip(nodes, rows)):
+            expected[t, :, node] = xv[t, row, :]
+    np.testing.assert_array_equal(out, expected)  # NaN where no unknown goes: untouched
