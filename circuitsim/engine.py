@@ -405,7 +405,10 @@ def solve(tile: Tile, v_in, *, solver: str = "direct", reltol: float = 1e-9,
     max_step : float
         Largest change of any node voltage in one Newton iteration (V).
     krylov_rtol, krylov_maxiter : float, int
-        Inner tolerance and iteration cap of BiCGSTAB in Newton-Krylov.
+        Tightest inner tolerance and iteration cap of BiCGSTAB in Newton-Krylov (each update's
+        tolerance follows the residual's fall from at most 1e-3 down to ``krylov_rtol``, and is
+        loosened where the update is so small that its error stays a hundredth of ``reltol``
+        times the largest fixed voltage).
     gmin_stepping, source_stepping : bool
         Enable Newton's fallbacks.
     progress : bool or callable, optional

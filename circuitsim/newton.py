@@ -495,7 +495,8 @@ def solve_newton(plan: Plan, vk: np.ndarray, tile_idx: np.ndarray, *, solver: st
     mode : {"newton-krylov", "newton"}
         Update by preconditioned BiCGSTAB (falls back to direct per system) or always direct.
     krylov_rtol, krylov_maxiter : float, int
-        Inner tolerance and iteration cap of BiCGSTAB.
+        Tightest inner tolerance (see :func:`_forcing`; loosened for small updates) and
+        iteration cap of BiCGSTAB.
     gmin_stepping, source_stepping : bool
         Enable the fallbacks.
     progress : bool or callable, optional
