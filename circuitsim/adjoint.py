@@ -214,9 +214,10 @@ def _gradients(tile: Tile, acc: dict, v_in, fixed, solution) -> Gradients:
 
 
 def _accumulate(acc: dict, terms: dict, tiles: np.ndarray, K: int, B: int,
-                loops: np.ndarray) -> None:
+                loops: np.ndarray, sums: dict | None = None) -> None:
     """Add the per-system terms of one plan's ``tiles`` (``K`` systems each) to the per-tile
-    sums ``acc`` ``(B, E)``; ``loops`` are the plan's rows of :func:`_source_loops`."""
+    sums ``acc`` ``(B, E)``; ``loops`` are the plan's rows of :func:`_source_loops`; ``sums``,
+    terms already summed over each tile's systems ``(len(tiles), E)``."""
     m = len(loops)
     if loops.any():
         if "source_loop" not in acc:
@@ -225,13 +226,55 @@ def _accumulate(acc: dict, terms: dict, tiles: np.ndarray, K: int, B: int,
         pair = terms["fixed"][:, :m] * terms["fixed_forward"][:, :m]
         acc["source_loop"][tiles] += pair.reshape(len(tiles), K, m).sum(axis=1)
         acc["source_loop_rows"][tiles] = loops
-    for key, val in terms.items():
-        if key in ("fixed", "fixed_forward"):
-            continue
-        s = val.reshape(len(tiles), K, -1).sum(axis=1)
+    summed = {key: val.reshape(len(tiles), K, -1).sum(axis=1) for key, val in terms.items()
+              if key not in ("fixed", "fixed_forward")}
+    summed.update(sums or {})
+    for key, s in summed.items():
         if key not in acc:
             acc[key] = np.zeros((B, s.shape[1]))
         acc[key][tiles] += s
+
+
+def _all_linear(plan: Plan) -> bool:
+    """Whether every branch of the plan is a resistor or a linear device and none is a zero
+    resistance (whose terms come from the node sums)."""
+    for group in plan.circuit.groups:
+        if group.kind == "transistor":
+            return False
+        if group.kind == "device" and not (group.model is None
+                                           or getattr(group.model, "linear", False)):
+            return False
+    return not len(zero_forest(plan).branches)
+
+
+def _linear_sums(plan: Plan, V: np.ndarray, Mu: np.ndarray, tiles: np.ndarray) -> dict:
+    """The gradient terms of a plan of linear branches summed over each tile's systems, from
+    forward and adjoint node voltages ``(T, K, n_nodes)``: ``{kind: (T, E)}``.
+
+    A branch's term is ``(mu_a - mu_b) di/dtheta``: ``(mu_a - mu_b)(v_a - v_b)`` for a linear
+    device (``theta = g``) and ``-(mu_a - mu_b)(v_a - v_b) / R**2`` for a resistor, so each
+    tile needs only ``sum_k (mu_a - mu_b)(v_a - v_b)`` per branch: one product summed over the
+    systems, without the per-system terms."""
+    T, K, n = V.shape
+    size = T * K * max(len(group.a) for group in plan.circuit.groups)
+    bufs = [np.empty(size) for _ in range(3)]  # shared by the groups: fresh pages cost here
+    out = {}
+    for group in plan.circuit.groups:
+        a, b = group.a, group.b
+        dv, dmu, other = (buf[: T * K * len(a)].reshape(T, K, len(a)) for buf in bufs)
+        # mode="clip" (the indices are valid): take writes into ``out`` without a buffer
+        np.take(V, a, axis=2, out=dv, mode="clip")
+        dv -= np.take(V, b, axis=2, out=other, mode="clip")
+        np.take(Mu, a, axis=2, out=dmu, mode="clip")
+        dmu -= np.take(Mu, b, axis=2, out=other, mode="clip")
+        pair = np.einsum("tke,tke->te", dv, dmu)
+        if group.kind == "resistor":
+            value = group.value[tiles]
+            zero = value == 0
+            g = np.where(zero, 0.0, 1.0 / np.where(zero, 1.0, value))
+            pair *= -(g * g)
+        out[group.kind] = pair
+    return out
 
 
 def _representatives(plan: Plan) -> np.ndarray:
@@ -338,9 +381,16 @@ def _terms_all(tile: Tile, V: np.ndarray, Mu: np.ndarray, currents=None):
         tiles = plan.tiles
         S = len(tiles) * K
         known = None if currents is None else tuple(c[tiles].reshape(S, -1) for c in currents)
-        terms = _gradient_terms(plan, V[tiles].reshape(S, nodes), Mu[tiles].reshape(S, nodes),
-                                np.repeat(tiles, K), known)
-        _accumulate(acc, terms, tiles, K, B, _source_loops(tile, plan))
+        if known is not None and _all_linear(plan):
+            terms = {"fixed": known[0], "fixed_forward": known[1]}
+            every = len(tiles) == B and bool(np.all(tiles == np.arange(B)))
+            sums = _linear_sums(plan, V if every else V[tiles], Mu if every else Mu[tiles],
+                                tiles)
+        else:
+            terms = _gradient_terms(plan, V[tiles].reshape(S, nodes),
+                                    Mu[tiles].reshape(S, nodes), np.repeat(tiles, K), known)
+            sums = None
+        _accumulate(acc, terms, tiles, K, B, _source_loops(tile, plan), sums)
         fixed[tiles] = terms["fixed"].reshape(len(tiles), K, -1)
     return acc, fixed
 
