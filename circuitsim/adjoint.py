@@ -256,18 +256,22 @@ def _linear_sums(plan: Plan, V: np.ndarray, Mu: np.ndarray, tiles: np.ndarray) -
     tile needs only ``sum_k (mu_a - mu_b)(v_a - v_b)`` per branch: one product summed over the
     systems, without the per-system terms."""
     T, K, n = V.shape
-    size = T * K * max(len(group.a) for group in plan.circuit.groups)
-    bufs = [np.empty(size) for _ in range(3)]  # shared by the groups: fresh pages cost here
+    # blocks of branches whose (T, K, block) temporaries stay in cache (about 256 KiB each)
+    step = max(256, (1 << 15) // max(T * K, 1))
+    bufs = [np.empty(T * K * step) for _ in range(3)]
     out = {}
     for group in plan.circuit.groups:
-        a, b = group.a, group.b
-        dv, dmu, other = (buf[: T * K * len(a)].reshape(T, K, len(a)) for buf in bufs)
-        # mode="clip" (the indices are valid): take writes into ``out`` without a buffer
-        np.take(V, a, axis=2, out=dv, mode="clip")
-        dv -= np.take(V, b, axis=2, out=other, mode="clip")
-        np.take(Mu, a, axis=2, out=dmu, mode="clip")
-        dmu -= np.take(Mu, b, axis=2, out=other, mode="clip")
-        pair = np.einsum("tke,tke->te", dv, dmu)
+        E = len(group.a)
+        pair = np.empty((T, E))
+        for e0 in range(0, E, step):  # blocks of branches, not single branches
+            a, b = group.a[e0 : e0 + step], group.b[e0 : e0 + step]
+            dv, dmu, other = (buf[: T * K * len(a)].reshape(T, K, len(a)) for buf in bufs)
+            # mode="clip" (the indices are valid): take writes into ``out`` without a buffer
+            np.take(V, a, axis=2, out=dv, mode="clip")
+            dv -= np.take(V, b, axis=2, out=other, mode="clip")
+            np.take(Mu, a, axis=2, out=dmu, mode="clip")
+            dmu -= np.take(Mu, b, axis=2, out=other, mode="clip")
+            np.einsum("tke,tke->te", dv, dmu, out=pair[:, e0 : e0 + step])
         if group.kind == "resistor":
             value = group.value[tiles]
             zero = value == 0
