@@ -63,6 +63,7 @@ from benchmarks.common import (  # noqa: E402
     RESULTS,
     Row,
     environment,
+    first_touch,
     fmt_s,
     print_rows,
     save,
@@ -136,6 +137,19 @@ def summary(rows: list[Row]) -> str:
     return out.getvalue()
 
 
+#: First-touch cost (s per GiB) above which the header says that the figures include it.
+SLOW_TOUCH = 0.5
+
+
+def _memory_line(ft: dict) -> str:
+    """The header's line on the cost of touching fresh memory (:func:`first_touch`)."""
+    line = f"fresh memory: first touch {ft['first_s_per_gib']:.2f} s/GiB"
+    if ft["first_s_per_gib"] > SLOW_TOUCH:
+        line += ("; first use of memory is slow on this machine (its host backs the pages): "
+                 "both sides pay it, and rows that allocate many MiB move between runs")
+    return line
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -162,6 +176,8 @@ def main(argv=None) -> int:
           f"ngspice {env['ngspice']}, {env['cpus']} CPUs, {BLAS_THREADS} BLAS thread(s), "
           f"load average "
           f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}", flush=True)
+    env["first_touch"] = first_touch()
+    print(_memory_line(env["first_touch"]), flush=True)
     t_start = time.perf_counter()
     rows: list[Row] = []
     crashed = False

@@ -25,7 +25,7 @@ from benchmarks import (
     bench_nonlinear,
     run,
 )
-from benchmarks.common import Row, probe, problem, rel_diff
+from benchmarks.common import Row, first_touch, probe, problem, rel_diff
 from benchmarks.spice import make_deck, ngspice_path, passive_deck, project_writer, run_ngspice
 
 needs_badcrossbar = pytest.mark.skipif(bench_badcrossbar.available() is not None,
@@ -59,6 +59,16 @@ def test_rel_diff():
     assert rel_diff([1.0, 2.2], [1.0, 2.0]) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="shapes differ"):
         rel_diff([1.0], [1.0, 2.0])
+
+
+def test_first_touch_line():
+    ft = first_touch(8)
+    # both rates are measured (positive, finite); which is larger depends on the machine
+    assert 0 < ft["first_s_per_gib"] < 1e3 and 0 < ft["again_s_per_gib"] < 1e3
+    slow = run._memory_line({"first_s_per_gib": 2.5, "again_s_per_gib": 0.01})
+    fast = run._memory_line({"first_s_per_gib": 0.05, "again_s_per_gib": 0.01})
+    assert "2.50 s/GiB" in slow and "both sides pay it" in slow
+    assert "0.05 s/GiB" in fast and "both sides" not in fast
 
 
 @needs_badcrossbar
