@@ -3,8 +3,11 @@ bit-line resistances behind a sense resistance), ``transfer_matrix`` still equal
 solves. Where CHOLMOD is installed this exercises the check and its fallback; elsewhere
 ``transfer_matrix`` always takes the ordinary solves and the tests hold trivially."""
 
+import warnings
+
 import numpy as np
 import pytest
+from circuitsim.solvers import cholmod_available
 
 import circuitsim as cs
 
@@ -26,9 +29,25 @@ TINY = [
 def test_transfer_matrix_of_tiny_bit_lines_equals_unit_solves(kw):
     rng = np.random.default_rng(3)
     g = rng.uniform(1e-6, 1e-4, (32, 32))
-    T = cs.transfer_matrix(cs.crossbar(g, **kw))
+    T, info = checked_transfer(cs.crossbar(g, **kw))
     ref = cs.solve(cs.crossbar(g, **kw), np.eye(32)).i_out.T  # column k: input k alone at 1 V
     np.testing.assert_allclose(T, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+def checked_transfer(tile):
+    """``transfer_matrix`` with its info; a tile that left the Schur path is warned about, by
+    name and with the reason, and no other warning is given."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        T, info = cs.transfer_matrix(tile, full_output=True)
+    texts = [str(w.message) for w in caught]
+    fell_back = [b for b in range(tile.batch) if info.method[b] == "solves"]
+    assert all(info.reason[b] for b in fell_back)
+    if cholmod_available():
+        assert len(texts) == len(fell_back)
+        for b, text in zip(fell_back, texts):
+            assert f"tile {b}:" in text and "recomputing it from" in text
+    return T, info
 
 
 def test_batched_transfer_matrix_checks_every_tile():
@@ -37,7 +56,7 @@ def test_batched_transfer_matrix_checks_every_tile():
     g = rng.uniform(1e-6, 1e-4, (2, 32, 32))
     r_sense = np.array([[10.0] * 32, [0.0] * 32])
     kw = {"r_wl": 1.0, "r_bl": 1e-12, "r_source": 10.0}
-    T = cs.transfer_matrix(cs.crossbar(g, r_sense=r_sense, **kw))
+    T, info = checked_transfer(cs.crossbar(g, r_sense=r_sense, **kw))
     for b in range(2):
         ref = cs.solve(cs.crossbar(g[b], r_sense=r_sense[b], **kw), np.eye(32)).i_out.T
         np.testing.assert_allclose(T[b], ref, rtol=0, atol=1e-10 * np.abs(ref).max())
@@ -49,5 +68,5 @@ def test_transfer_matrix_predicts_solves_of_random_inputs():
     kw = TINY[0]
     v = rng.uniform(-0.5, 0.5, (8, 32))
     i_out = cs.solve(cs.crossbar(g, **kw), v).i_out
-    pred = v @ cs.transfer_matrix(cs.crossbar(g, **kw)).T
+    pred = v @ checked_transfer(cs.crossbar(g, **kw))[0].T
     np.testing.assert_allclose(pred, i_out, rtol=0, atol=1e-10 * np.abs(i_out).max())

@@ -1,5 +1,7 @@
 """Linear (passive, 0T1R) tiles: closed forms, ideal limit, invariants, solver agreement."""
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import dissipated_power
@@ -163,7 +165,12 @@ def test_invariants(case):
     # The reported residual is the imbalance of the returned voltages, recomputed here from the
     # tile's parameters: at the solution it is round-off; for CG stopped at rtol=1e-3 it is
     # well above round-off, and must still be reported as it is (never as 0).
-    early = cs.solve(tile, v, solver="cg", solver_options={"rtol": 1e-3}, on_fail="mask")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        early = cs.solve(tile, v, solver="cg", solver_options={"rtol": 1e-3}, on_fail="mask")
+    # systems CG left short are flagged, and said so in one warning
+    failed = [str(w.message) for w in caught if "systems failed (masked)" in str(w.message)]
+    assert len(failed) == int(not early.converged.all())
     for b in range(tile.batch):
         for k in range(v.shape[1]):
             f = kcl_imbalance(tile, b, v[b, k], sol.v_wl[b, k], sol.v_bl[b, k])
@@ -301,9 +308,10 @@ def test_iterative_failure_raises(rng):
         cs.solve(tile, np.ones(10), solver="cg", solver_options={"maxiter": 2})
     assert err.value.node.startswith(("wl[", "bl["))
     assert err.value.residual > 0
-    masked = cs.solve(
-        tile, np.ones(10), solver="cg", solver_options={"maxiter": 2}, on_fail="mask"
-    )
+    with pytest.warns(RuntimeWarning, match=r"systems failed \(masked\)"):
+        masked = cs.solve(
+            tile, np.ones(10), solver="cg", solver_options={"maxiter": 2}, on_fail="mask"
+        )
     assert not masked.converged
 
 

@@ -185,8 +185,10 @@ seed = 3
 
 def test_non_converged_points_are_recorded_with_reason(tmp_path):
     """Newton capped at one iteration without fallbacks fails the KCL audit: the point is kept,
-    marked, its values NaN (never numbers), and the reason says why."""
-    _, report, out = _run(tmp_path, f"""
+    marked, its values NaN (never numbers), and the reason says why (and the solve's warning
+    says it as it happens)."""
+    with pytest.warns(RuntimeWarning, match="Newton did not converge"):
+        _, report, out = _run(tmp_path, f"""
 [tile]
 rows = 12
 cols = 12
