@@ -360,6 +360,8 @@ def environment() -> dict:
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def first_touch(mib: int = 256) -> dict:
     """Seconds per GiB to write one byte into every page of ``mib`` MiB of fresh memory: the cost
     of first use, page faults included (``first_s_per_gib``), and of a second pass over the same
