@@ -47,6 +47,8 @@ def checked_transfer(tile):
         assert len(texts) == len(fell_back)
         for b, text in zip(fell_back, texts):
             assert f"tile {b}:" in text and "recomputing it from" in text
+    else:  # every tile takes the solves path by design, without a warning
+        assert not texts
     return T, info
 
 

@@ -171,6 +171,7 @@ def test_invariants(case):
     # systems CG left short are flagged, and said so in one warning
     failed = [str(w.message) for w in caught if "systems failed (masked)" in str(w.message)]
     assert len(failed) == int(not early.converged.all())
+    assert len(caught) == len(failed)  # and no other warning
     for b in range(tile.batch):
         for k in range(v.shape[1]):
             f = kcl_imbalance(tile, b, v[b, k], sol.v_wl[b, k], sol.v_bl[b, k])
